@@ -1,0 +1,34 @@
+"""Atomic file writing: a reader never sees a half-written file, a crash leaves the old one."""
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(target):
+    """Yield a temporary path next to `target`; rename it onto `target` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(target, text):
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_save(obj, target):
+    """torch.save, atomically."""
+    import torch  # kept local: the data layer uses this module without needing torch
+
+    with atomic_path(target) as tmp:
+        torch.save(obj, tmp)

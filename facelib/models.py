@@ -1,0 +1,182 @@
+"""The networks: an EfficientNet-B0 backbone and the heads built on it.
+
+    PretextNet   backbone -> Linear(1280, sum of classes)      camera angle + expression (or view + facing)
+    Triarchy     backbone -> Linear(1280, 512) = embedding -> Linear(512, ids) -> BatchNorm1d = identity logits
+    Baseline     backbone -> Linear(1280, 512) -> BatchNorm1d = embedding -> Linear(512, ids)
+
+Triarchy keeps the embedding free of BatchNorm and normalises the logits instead (the BNNeck idea of
+Luo et al. 2019, moved after the classifier): the triplet and center losses see the raw embedding while
+softmax sees a normalised space. Only backbone + embedding are kept for inference (`EmbeddingNet`,
+4,663,420 parameters).
+"""
+
+from pathlib import Path
+
+import torch
+from efficientnet_pytorch import EfficientNet
+from torch import nn
+
+from facelib.errors import FacelibError
+
+FEATURE_DIM = 1280
+EMBEDDING_DIM = 512
+
+
+class CheckpointError(FacelibError):
+    """A checkpoint file that is missing, unreadable or of the wrong kind or shape."""
+
+
+class Backbone(nn.Module):
+    """EfficientNet-B0 built from scratch (no pretrained weights), returning 1280-d pooled features.
+
+    Configured for speed: the plain swish (the library's default memory-efficient swish is a custom
+    autograd function that is slower to run) and channels-last memory layout, which the CPU and
+    GPU convolution kernels prefer.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.net = EfficientNet.from_name("efficientnet-b0", include_top=False)
+        self.net.set_swish(memory_efficient=False)
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, images):
+        return self.net(images).flatten(1)
+
+
+def build_backbone():
+    return Backbone()
+
+
+class PretextNet(nn.Module):
+    """Backbone plus one linear layer whose outputs are split into one logit group per pretext task."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = dict(heads)
+        self.backbone = build_backbone()
+        self.head = nn.Linear(FEATURE_DIM, sum(self.heads.values()))
+
+    def forward(self, images):
+        logits = self.head(self.backbone(images)).split(list(self.heads.values()), dim=1)
+        return dict(zip(self.heads, logits))
+
+
+class EmbeddingNet(nn.Module):
+    """The inference model: backbone + Linear(1280, 512)."""
+
+    def __init__(self, embedding_dim=EMBEDDING_DIM):
+        super().__init__()
+        self.backbone = build_backbone()
+        self.embedding = nn.Linear(FEATURE_DIM, embedding_dim)
+
+    def forward(self, images):
+        return self.embedding(self.backbone(images))
+
+
+class Triarchy(nn.Module):
+    """Embedding without BatchNorm; identity logits followed by BatchNorm1d."""
+
+    def __init__(self, num_ids, embedding_dim=EMBEDDING_DIM):
+        super().__init__()
+        self.embedder = EmbeddingNet(embedding_dim)
+        self.classifier = nn.Linear(embedding_dim, num_ids)
+        self.logit_bn = nn.BatchNorm1d(num_ids)
+
+    def forward(self, images):
+        embedding = self.embedder(images)
+        return embedding, self.logit_bn(self.classifier(embedding))
+
+
+class Baseline(nn.Module):
+    """The original's ablation: BatchNorm right after the embedding, softmax + triplet on top of it."""
+
+    def __init__(self, num_ids, embedding_dim=EMBEDDING_DIM):
+        super().__init__()
+        self.embedder = EmbeddingNet(embedding_dim)
+        self.embedding_bn = nn.BatchNorm1d(embedding_dim)
+        self.classifier = nn.Linear(embedding_dim, num_ids)
+
+    def forward(self, images):
+        embedding = self.embedding_bn(self.embedder(images))
+        return embedding, self.classifier(embedding)
+
+
+MODELS = {"triarchy": Triarchy, "baseline": Baseline}
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def export_embedder(model):
+    """The inference network of a trained Triarchy or Baseline, as a standalone EmbeddingNet.
+
+    For the Baseline, the evaluation-mode BatchNorm is an affine map, so it is folded into the
+    embedding layer: the exported model has the same parameter count and gives the same outputs.
+    """
+    exported = EmbeddingNet(model.embedder.embedding.out_features)
+    exported.load_state_dict(model.embedder.state_dict())
+    if isinstance(model, Baseline):
+        bn = model.embedding_bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        exported.embedding.weight.mul_(scale[:, None])
+        exported.embedding.bias.copy_((exported.embedding.bias - bn.running_mean) * scale + bn.bias)
+    return exported.eval()
+
+
+def read_checkpoint(path, map_location="cpu"):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{path}: not a readable facelib checkpoint ({type(error).__name__})") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("kind") not in ("pretext", *MODELS):
+        raise CheckpointError(f"{path}: not a facelib checkpoint (expected a dict with kind pretext/triarchy/baseline)")
+    return checkpoint
+
+
+def backbone_state(state_dict, prefix):
+    return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+
+
+def load_backbone_from_pretext(model, pretext_path):
+    """Initialise a Triarchy/Baseline backbone from a pretext checkpoint; the pretext head is dropped."""
+    checkpoint = read_checkpoint(pretext_path)
+    if checkpoint["kind"] != "pretext":
+        raise CheckpointError(f"{pretext_path}: expected a pretext checkpoint, found kind {checkpoint['kind']!r}")
+    state = backbone_state(checkpoint["model"], "backbone.")
+    try:
+        model.embedder.backbone.load_state_dict(state)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{pretext_path}: backbone weights do not fit this model ({first_line})") from error
+    return model
+
+
+def load_embedder(path, device="cpu"):
+    """The inference network stored in a checkpoint, in eval mode, with `.image_size` and `.kind` set.
+
+    Identity models (triarchy/baseline) give 512-d embeddings; a pretext checkpoint gives the
+    backbone's 1280-d pooled features, so pretext and Triarchy embeddings can be compared.
+    """
+    checkpoint = read_checkpoint(path, map_location=device)
+    if checkpoint["kind"] == "pretext":
+        model = build_backbone()
+        state = backbone_state(checkpoint["model"], "backbone.")
+    else:
+        model = EmbeddingNet()
+        state = checkpoint.get("embedder")
+        if state is None:
+            raise CheckpointError(f"{path}: identity checkpoint without exported 'embedder' weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the {checkpoint['kind']} model ({first_line})") from error
+    model.image_size = int(checkpoint["config"]["image_size"])
+    model.kind = checkpoint["kind"]
+    return model.to(device).eval()

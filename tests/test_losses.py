@@ -1,0 +1,57 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from facelib.losses import CenterLoss, SoftMarginTripletLoss, TriarchyCriterion
+
+
+def test_batch_hard_triplet_with_soft_margin_on_a_hand_computed_case():
+    # 1-d embeddings: identity 0 at 0 and 1, identity 1 at 3 and 7
+    embeddings = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    # hardest positive / closest negative per anchor: (1,3) (1,2) (4,2) (4,6)
+    expected = (math.log1p(math.exp(1 - 3)) + math.log1p(math.exp(1 - 2))
+                + math.log1p(math.exp(4 - 2)) + math.log1p(math.exp(4 - 6))) / 4
+    assert math.isclose(SoftMarginTripletLoss()(embeddings, labels).item(), expected, rel_tol=1e-5)
+
+
+def test_triplet_gradient_is_finite_for_identical_embeddings():
+    embeddings = torch.zeros(4, 3, requires_grad=True)
+    SoftMarginTripletLoss()(embeddings, torch.tensor([0, 0, 1, 1])).backward()
+    assert torch.isfinite(embeddings.grad).all()
+
+
+def test_center_loss_is_half_mean_squared_distance_to_class_center():
+    loss = CenterLoss(num_classes=2, dim=2)
+    with torch.no_grad():
+        loss.centers.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    embeddings = torch.tensor([[3.0, 4.0], [1.0, 2.0]])
+    # squared distances 25 and 1 -> 0.5 * mean = 6.5
+    assert loss(embeddings, torch.tensor([0, 1])).item() == 6.5
+
+
+def test_criterion_sums_weighted_parts_with_label_smoothing():
+    torch.manual_seed(0)
+    criterion = TriarchyCriterion(num_ids=3, dim=4, label_smoothing=0.1, triplet_weight=2.0, center_weight=0.5)
+    embedding, logits = torch.randn(6, 4), torch.randn(6, 3)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    total, parts = criterion(embedding, logits, labels)
+    assert math.isclose(parts["id"], F.cross_entropy(logits, labels, label_smoothing=0.1).item(), rel_tol=1e-6)
+    assert math.isclose(parts["triplet"], 2.0 * SoftMarginTripletLoss()(embedding, labels).item(), rel_tol=1e-6)
+    assert math.isclose(parts["center"], 0.5 * criterion.center_loss(embedding, labels).item(), rel_tol=1e-6)
+    assert math.isclose(total.item(), sum(parts.values()), rel_tol=1e-6)
+    assert "center" not in TriarchyCriterion(num_ids=3, dim=4, use_center=False)(embedding, logits, labels)[1]
+
+
+def test_centers_step_at_their_own_rate_regardless_of_loss_weight():
+    criterion = TriarchyCriterion(num_ids=2, dim=2, center_weight=1e-3)
+    with torch.no_grad():
+        criterion.center_loss.centers.zero_()
+    optimizer = criterion.center_optimizer(lr=0.5)
+    embedding = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    total, _ = criterion(embedding, torch.randn(2, 2), torch.tensor([0, 1]))
+    total.backward()
+    criterion.step_centers(optimizer)
+    # unweighted gradient of 0.5*mean||x-c||^2 w.r.t. c is -(x-c)/batch = -1 per coordinate moved; lr 0.5
+    assert torch.allclose(criterion.center_loss.centers, torch.tensor([[0.5, 0.0], [0.0, 0.5]]))

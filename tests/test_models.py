@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from facelib.models import (
+    Baseline, CheckpointError, EmbeddingNet, PretextNet, Triarchy, count_parameters, export_embedder,
+    load_backbone_from_pretext, load_embedder,
+)
+
+
+def images(n=4, size=32):
+    return torch.randn(n, 3, size, size).contiguous(memory_format=torch.channels_last)
+
+
+def test_inference_model_has_the_original_parameter_count():
+    assert count_parameters(EmbeddingNet()) == 4_663_420
+    assert count_parameters(export_embedder(Triarchy(num_ids=70))) == 4_663_420
+    assert count_parameters(export_embedder(Baseline(num_ids=70))) == 4_663_420
+
+
+def test_triarchy_has_batchnorm_after_logits_not_after_embedding():
+    model = Triarchy(num_ids=5).train()
+    embedding, logits = model(images())
+    assert embedding.shape == (4, 512) and logits.shape == (4, 5)
+    # the BatchNorm in train mode standardises each logit over the batch
+    assert torch.allclose(logits.mean(0), torch.zeros(5), atol=1e-5)
+    assert not torch.allclose(embedding.mean(0), torch.zeros(512), atol=1e-3)
+
+
+def test_baseline_export_folds_batchnorm_into_embedding():
+    model = Baseline(num_ids=5)
+    with torch.no_grad():
+        model.embedding_bn.running_mean.normal_()
+        model.embedding_bn.running_var.uniform_(0.5, 2.0)
+        model.embedding_bn.weight.normal_()
+        model.embedding_bn.bias.normal_()
+    model.eval()
+    x = images()
+    with torch.no_grad():
+        assert torch.allclose(export_embedder(model)(x), model(x)[0], atol=1e-4)
+
+
+def test_pretext_heads_are_split_from_one_linear_layer():
+    model = PretextNet({"angle": 9, "expression": 3})
+    out = model(images())
+    assert out["angle"].shape == (4, 9) and out["expression"].shape == (4, 3)
+    assert model.head.out_features == 12
+
+
+def test_pretext_backbone_transfers_to_triarchy(tmp_path):
+    pretext = PretextNet({"angle": 9, "expression": 3})
+    torch.save({"kind": "pretext", "model": pretext.state_dict(), "config": {"image_size": 32}}, tmp_path / "p.pt")
+    model = load_backbone_from_pretext(Triarchy(num_ids=5), tmp_path / "p.pt")
+    for name, tensor in pretext.backbone.state_dict().items():
+        assert torch.equal(model.embedder.backbone.state_dict()[name], tensor)
+    features = load_embedder(tmp_path / "p.pt")
+    assert features.image_size == 32 and features(images()).shape == (4, 1280)
+
+
+def test_transfer_rejects_mismatched_or_wrong_checkpoints(tmp_path):
+    bad = {"backbone.net._conv_stem.weight": torch.zeros(1)}
+    torch.save({"kind": "pretext", "model": bad, "config": {"image_size": 32}}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        load_backbone_from_pretext(Triarchy(num_ids=5), tmp_path / "bad.pt")
+    torch.save({"kind": "triarchy", "model": {}, "config": {"image_size": 32}}, tmp_path / "id.pt")
+    with pytest.raises(CheckpointError, match="expected a pretext"):
+        load_backbone_from_pretext(Triarchy(num_ids=5), tmp_path / "id.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_embedder(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_embedder(tmp_path / "junk.pt")
+
+
+def test_load_embedder_returns_exported_weights(tmp_path):
+    model = Triarchy(num_ids=5).eval()
+    embedder = export_embedder(model)
+    torch.save({"kind": "triarchy", "model": model.state_dict(), "embedder": embedder.state_dict(),
+                "config": {"image_size": 32}, "num_ids": 5}, tmp_path / "m.pt")
+    loaded = load_embedder(tmp_path / "m.pt")
+    x = images()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x)[0], atol=1e-5)
+    assert loaded.kind == "triarchy"
