@@ -42,8 +42,10 @@ def cmd_synth(args):
 
 
 def training_options(args):
-    return dict(epochs=args.epochs, image_size=args.image_size, batch=tuple(args.batch), seed=args.seed,
-                train_folds=args.train_folds, device=args.device, resume=args.resume)
+    """The options the user gave; the rest keep facelib.training's defaults (one place for them)."""
+    options = dict(epochs=args.epochs, image_size=args.image_size, batch=args.batch and tuple(args.batch),
+                   seed=args.seed, train_folds=args.train_folds, device=args.device, resume=args.resume)
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def cmd_pretext(args):
@@ -56,8 +58,10 @@ def cmd_pretext(args):
 def cmd_train(args):
     from facelib import training
 
-    path = training.train_identity(args.data, args.out, init=args.init, model=args.model,
-                                   val_folds=args.val_folds, **training_options(args))
+    options = training_options(args)
+    if args.val_folds:
+        options["val_folds"] = args.val_folds
+    path = training.train_identity(args.data, args.out, init=args.init, model=args.model, **options)
     print(f"best model: {path}")
 
 
@@ -66,7 +70,7 @@ def cmd_evaluate(args):
 
     result = evaluation.evaluate_command(args.data, args.model, split=args.split, protocol=args.protocol,
                                          folds=args.folds, calibrate_folds=args.calibrate_folds,
-                                         flip=not args.no_flip, metric=args.metric)
+                                         flip=not args.no_flip, metric=args.metric, device=args.device)
     if args.json:
         print(json.dumps(result, default=str))
         return
@@ -82,7 +86,7 @@ def cmd_predict(args):
 
     path = evaluation.predict_command(args.data, args.model, split=args.split, out=args.out,
                                       threshold=args.threshold, calibrate=args.calibrate,
-                                      with_score=args.with_score)
+                                      with_score=args.with_score, device=args.device)
     print(f"predictions: {path}")
 
 
@@ -93,14 +97,14 @@ def cmd_notebooks(args):
     print(f"executed notebooks, figures and checkpoints: {run_dir}")
 
 
-def add_training_arguments(parser, default_epochs):
+def add_training_arguments(parser):
     parser.add_argument("data", help="dataset folder (K-Face layout, CFP, LFW-style or image folders)")
     parser.add_argument("--out", required=True, help="run folder for checkpoints, metrics and logs")
-    parser.add_argument("--epochs", type=int, default=default_epochs)
-    parser.add_argument("--image-size", type=int, default=112, help="square input size in pixels")
-    parser.add_argument("--batch", type=int, nargs=2, default=(8, 16), metavar=("P", "K"),
-                        help="P identities x K images per batch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="default: see facelib.training")
+    parser.add_argument("--image-size", type=int, help="square input size in pixels (the original used 112)")
+    parser.add_argument("--batch", type=int, nargs=2, metavar=("P", "K"),
+                        help="P identities x K images per batch (the original used 8 16)")
+    parser.add_argument("--seed", type=int)
     parser.add_argument("--train-folds", type=fold_list, help="CFP protocol folds to train on, e.g. 1-8")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
@@ -123,11 +127,11 @@ def build_parser():
     p.set_defaults(handler=cmd_synth)
 
     p = commands.add_parser("pretext", help="train the pretext model (camera angle + expression)")
-    add_training_arguments(p, default_epochs=10)
+    add_training_arguments(p)
     p.set_defaults(handler=cmd_pretext)
 
     p = commands.add_parser("train", help="train Triarchy (or the Baseline) on identities")
-    add_training_arguments(p, default_epochs=30)
+    add_training_arguments(p)
     p.add_argument("--init", help="pretext checkpoint whose backbone initialises the model")
     p.add_argument("--model", choices=["triarchy", "baseline"], default="triarchy")
     p.add_argument("--val-folds", type=fold_list, help="CFP protocol folds for validation, e.g. 9")
@@ -142,6 +146,7 @@ def build_parser():
     p.add_argument("--calibrate-folds", type=fold_list, help="CFP folds that choose the threshold")
     p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
     p.add_argument("--no-flip", action="store_true", help="do not average embeddings with the mirrored image")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -154,6 +159,7 @@ def build_parser():
     threshold.add_argument("--threshold", type=float, help="fixed decision threshold on the score")
     threshold.add_argument("--calibrate", default="validate", help="split whose pairs choose the threshold")
     p.add_argument("--with-score", action="store_true", help="add the similarity score as a column")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.set_defaults(handler=cmd_predict)
 
     p = commands.add_parser("notebooks", help="execute notebooks 01-05 headlessly with papermill")

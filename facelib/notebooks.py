@@ -6,11 +6,16 @@ data exists. `run_series` executes 01-05 in order into the run folder; the same 
 `papermill` commands.
 """
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from facelib.errors import FacelibError
+from facelib.io_utils import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -24,14 +29,17 @@ NOTEBOOKS = [
 
 # `default` is the README's main job (2 CPU cores, under 15 minutes); `smoke` checks that every cell runs.
 PROFILES = {
-    "default": dict(identities=100, image_size=64, pretext_epochs=6, epochs=40, batch=(8, 8), ablations=True),
-    "smoke": dict(identities=16, image_size=32, pretext_epochs=1, epochs=2, batch=(4, 4), ablations=False),
+    "default": dict(identities=100, image_size=64, pretext_epochs=6, epochs=40, batch=(8, 8), ablations=False),
+    "smoke": dict(identities=16, image_size=32, pretext_epochs=1, epochs=2, batch=(4, 4), ablations=True),
 }
 
 
 @dataclass
 class Settings:
+    """What one notebook needs: the resolved parameters and where its files go."""
+
     data: str
+    format: str
     run_dir: str
     profile: str
     image_size: int
@@ -41,14 +49,63 @@ class Settings:
     seed: int
     device: str
     ablations: bool
-    figures_dir: str  # where the figures worth keeping are copied; None except for the reference run
+    train_folds: list  # CFP: protocol folds 1-8 train, fold 9 validates and tests (fold 10 is withheld)
+    val_folds: list
+    figures_dir: str  # the repo's figures/ for the reference run (default profile, synthetic data), else None
 
-    def figure_paths(self, name):
-        """Where to save figure `name`: the run's figures folder, plus the repo's figures/ for the reference run."""
-        paths = [Path(self.run_dir) / "figures" / f"{name}.png"]
+    def path(self, name):
+        return Path(self.run_dir) / name
+
+    def exists(self, name):
+        return self.path(name).exists()
+
+    def keep(self, fig, name):
+        """Save a figure as PNG in the run's figures/ (and in the repo's figures/ for the reference run);
+        return it so the notebook shows it."""
+        from facelib.visualisation import save
+
+        save(fig, self.path("figures") / f"{name}.png")
         if self.figures_dir:
-            paths.append(Path(self.figures_dir) / f"{name}.png")
-        return paths
+            save(fig, Path(self.figures_dir) / f"{name}.png")
+        return fig
+
+    def write_json(self, name, obj):
+        atomic_write_text(self.path(name), json.dumps(obj, indent=2, default=str))
+
+    @property
+    def test_pairs(self):
+        """The pairs a notebook reports on: the test split (threshold from validate), or CFP's FP pairs of
+        the validation folds."""
+        if self.format == "kface":
+            return dict(split="test")
+        if self.format == "cfp":
+            return dict(protocol="FP", folds=self.val_folds)
+        return {}
+
+    def test_images(self, faces):
+        """The images of the reported pairs (all images for data without pairs)."""
+        if faces.pairs.empty:
+            return faces.images
+        from facelib.evaluation import select_pairs
+
+        pairs = select_pairs(faces, **self.test_pairs)
+        used = pd.unique(pairs[["a", "b"]].to_numpy().ravel())
+        return faces.images[faces.images["path"].isin(used)].reset_index(drop=True)
+
+    def held_out_images(self):
+        """Images no model trains on: the validate and test identities, or CFP's validation folds."""
+        from facelib import layouts
+
+        images = layouts.load(self.data).images
+        if self.format == "kface":
+            return images[images["split"].isin(["validate", "test"])].reset_index(drop=True)
+        if self.format == "cfp":
+            return images[images["fold"].isin(self.val_folds)].reset_index(drop=True)
+        return images
+
+    def sample_rows(self, count, k):
+        """k row numbers out of `count`, the same for the same seed (e.g. which probes to draw)."""
+        return sorted(np.random.default_rng(self.seed).choice(count, size=min(k, count), replace=False))
 
 
 def synthetic_data_path(profile):
@@ -57,8 +114,10 @@ def synthetic_data_path(profile):
 
 
 def setup(data=None, run_dir="runs/main", profile="default", epochs=None, pretext_epochs=None, image_size=None,
-          seed=0, device="auto"):
+          seed=0, device="auto", ablations=None):
     """Settings for one notebook: explicit values win, the profile fills the rest, synthetic data is made if needed."""
+    from facelib import layouts
+
     if profile not in PROFILES:
         raise FacelibError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
     preset = PROFILES[profile]
@@ -69,13 +128,16 @@ def setup(data=None, run_dir="runs/main", profile="default", epochs=None, pretex
         data = synthetic_data_path(profile)
         if not data.exists():
             synthetic.generate(data, identities=preset["identities"], seed=0)
+    data_format = layouts.detect_format(Path(data).resolve())
+    cfp = data_format == "cfp"
     Path(run_dir, "figures").mkdir(parents=True, exist_ok=True)
     return Settings(
-        data=str(data), run_dir=str(run_dir), profile=profile,
+        data=str(data), format=data_format, run_dir=str(run_dir), profile=profile,
         image_size=image_size or preset["image_size"],
         pretext_epochs=pretext_epochs or preset["pretext_epochs"],
         epochs=epochs or preset["epochs"], batch=preset["batch"], seed=seed, device=device,
-        ablations=preset["ablations"], figures_dir=str(REPO / "figures") if reference_run else None,
+        ablations=preset["ablations"] if ablations is None else ablations, train_folds=list(range(1, 9)) if cfp else None,
+        val_folds=[9] if cfp else None, figures_dir=str(REPO / "figures") if reference_run else None,
     )
 
 
