@@ -389,6 +389,40 @@ def _calibrated_threshold(model, data, pairs, metric, options):
     return best_threshold(scores, pairs["same"].to_numpy(bool))
 
 
+# ----------------------------------------------------------------------------------------------- pretext
+
+
+@torch.inference_mode()
+def pretext_accuracy(checkpoint, images, batch_size=128, device=None, cache_dir=None):
+    """Per-class accuracy of a pretext checkpoint on `images`: one row per (task, class) with columns
+    task, class, images, accuracy. Each task's labels are read from the image column of the same name
+    (angle, expression, view, facing); images whose label is unknown or a class the model never saw are
+    left out of that task."""
+    state = models.read_checkpoint(checkpoint)
+    if state["kind"] != "pretext":
+        raise FacelibError(f"{checkpoint}: expected a pretext checkpoint, found kind {state['kind']!r}")
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = models.PretextNet(state["heads"])
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    faces = imagecache.load_images(images, state["config"]["image_size"], cache_dir, progress=False)
+    logits = {name: [] for name in state["heads"]}
+    for batch in torch.split(faces, batch_size):
+        for name, values in model(imagecache.to_model_input(batch.to(device))).items():
+            logits[name].append(values.argmax(1).cpu())
+    rows = []
+    for task, classes in state["classes"].items():
+        predicted = torch.cat(logits[task]).numpy()
+        truth = images[task].reset_index(drop=True)
+        for index, value in enumerate(classes):
+            chosen = (truth == value).fillna(False).to_numpy(bool)
+            if chosen.any():
+                rows.append({"task": task, "class": value, "images": int(chosen.sum()),
+                             "accuracy": float((predicted[chosen] == index).mean())})
+    return pd.DataFrame(rows, columns=["task", "class", "images", "accuracy"])
+
+
 # ----------------------------------------------------------------------------------------------- evaluate
 
 

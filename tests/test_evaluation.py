@@ -252,3 +252,22 @@ def test_cfp_pose_groups_follow_the_protocol(cfp_root):
     groups = evaluation.pair_groups(pairs, data.images)["pose"]
     assert groups[pairs["protocol"] == "FF"].eq("frontal-frontal").all()
     assert groups[pairs["protocol"] == "FP"].eq("frontal-profile").all()
+
+
+def test_pretext_accuracy_per_class(face_data, tmp_path):
+    from facelib.models import PretextNet
+
+    model = PretextNet({"expression": 2})
+    with torch.no_grad():  # a head that always answers the first class, expression 1
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([10.0, -10.0]))
+    torch.save({"kind": "pretext", "model": model.state_dict(), "heads": {"expression": 2},
+                "classes": {"expression": [1, 2]}, "config": {"image_size": 32}}, tmp_path / "pretext.pt")
+    report = evaluation.pretext_accuracy(tmp_path / "pretext.pt", face_data.images, cache_dir=tmp_path)
+    assert report.to_dict("records") == [
+        {"task": "expression", "class": 1, "images": 12, "accuracy": 1.0},
+        {"task": "expression", "class": 2, "images": 4, "accuracy": 0.0},
+    ]
+    torch.save({"kind": "triarchy", "model": {}, "config": {"image_size": 16}}, tmp_path / "model.pt")
+    with pytest.raises(FacelibError, match="expected a pretext checkpoint"):
+        evaluation.pretext_accuracy(tmp_path / "model.pt", face_data.images)

@@ -1,0 +1,73 @@
+"""The notebook series, executed headlessly with papermill on the smoke profile, judged by what it writes."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from facelib.errors import FacelibError
+from facelib.notebooks import NOTEBOOKS, REPO, run_series
+
+pytestmark = pytest.mark.slow
+FIGURES = ["attribute_counts", "one_identity", "pretext_curves", "pretext_accuracy", "triarchy_curves",
+           "umap_triarchy", "umap_pretext", "retrieval", "roc", "score_histogram", "accuracy_by_pose"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("series")
+    with pytest.MonkeyPatch.context() as env:  # the kernels inherit these: data and caches stay in tmp
+        env.setenv("FACELIB_DATA", str(root / "data"))
+        env.setenv("FACELIB_CACHE", str(root / "cache"))
+        kept_figures = {path: path.stat().st_mtime for path in (REPO / "figures").glob("*.png")}
+        run_dir = run_series(profile="smoke", out=root / "run")
+    return run_dir, root / "data" / "synthetic-smoke", kept_figures
+
+
+def test_every_notebook_is_executed_without_error(smoke_run):
+    run_dir, _, _ = smoke_run
+    for name in NOTEBOOKS:
+        executed = json.loads((run_dir / f"{name}.ipynb").read_text())
+        outputs = [o for cell in executed["cells"] for o in cell.get("outputs", [])]
+        assert outputs and not [o for o in outputs if o["output_type"] == "error"], name
+
+
+def test_training_files_and_inference_size(smoke_run):
+    run_dir, _, _ = smoke_run
+    for name in ["pretext.pt", "model.pt", "last.pt", "metrics.csv", "config.json", "train.log",
+                 "baseline/model.pt", "triarchy_from_scratch/model.pt"]:
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "config.json").read_text())["inference_parameters"] == 4_663_420
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2] and metrics["val_accuracy"].between(0, 1).all()
+
+
+def test_metrics_are_written_and_in_range(smoke_run):
+    run_dir, _, _ = smoke_run
+    result = json.loads((run_dir / "test_metrics.json").read_text())
+    for key in ("accuracy", "auc", "eer", "f1"):
+        assert 0 <= result[key] <= 1, key
+    assert result["threshold_source"] == "best accuracy on split validate"
+    assert 0 <= result["retrieval"]["rank1"] <= result["retrieval"]["rank5"] <= 1
+
+
+def test_prediction_file_follows_the_competition_format(smoke_run):
+    run_dir, data, _ = smoke_run
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    expected = pd.read_csv(data / "test" / "test_label.csv")
+    assert list(predictions.columns) == ["image1", "image2", "label", "score"]
+    assert predictions[["image1", "image2"]].equals(expected[["image1", "image2"]])
+    assert set(predictions["label"]) <= {0, 1}
+
+
+def test_figures_are_saved_for_the_run_only(smoke_run):
+    run_dir, _, kept_figures = smoke_run
+    for name in FIGURES:
+        assert (run_dir / "figures" / f"{name}.png").stat().st_size > 5_000, name
+    # the reference figures in the repo belong to the default run, never to a smoke run
+    assert {path: path.stat().st_mtime for path in kept_figures} == kept_figures
+
+
+def test_a_failing_cell_names_the_notebook_and_cell(tmp_path):
+    with pytest.raises(FacelibError, match=r"01_data_exploration\.ipynb failed in cell \d+: DataError"):
+        run_series(profile="smoke", data=tmp_path / "missing", out=tmp_path / "run", notebooks=NOTEBOOKS[:1])
