@@ -1,0 +1,158 @@
+"""The synthetic default data: layout, determinism, atomic writing, and that raw pixels cannot solve it."""
+
+import filecmp
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from facelib import layouts, synthetic
+from facelib.errors import FacelibError
+
+NAME = re.compile(r"^(?P<face_id>\d+)_S001_L(?P<light>\d)_E(?P<expression>0[1-3])_C(?P<angle>\d)_cropped\.jpg$")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """40 identities (28 / 6 / 6) at 32 px: 288 pairs per split, enough for a meaningful pixel baseline."""
+    return synthetic.generate(tmp_path_factory.mktemp("synthetic") / "data", identities=40, seed=0, size=32)
+
+
+def attributes(names):
+    """face_id, light, expression, angle from K-Face file names (every name must match)."""
+    parsed = pd.Series(names).str.extract(NAME)
+    assert parsed.notna().all().all(), "file names must follow {face_id}_S001_L#_E0#_C#_cropped.jpg"
+    return parsed.astype({"light": int, "expression": int, "angle": int})
+
+
+def read_pairs(root, split):
+    return pd.read_csv(root / split / f"{split}_label.csv", dtype={"image1": str, "image2": str})
+
+
+def test_layout_follows_the_competition(dataset):
+    meta = pd.read_csv(dataset / "train" / "train_meta.csv", dtype={"face_id": str})
+    assert list(meta.columns) == ["file_name", "face_id", "light", "expression", "angle", "yaw", "pitch"]
+    parsed = attributes(meta.file_name)
+    assert (parsed.face_id == meta.face_id).all()
+    columns = ["light", "expression", "angle"]
+    assert (parsed[columns].to_numpy() == meta[columns].to_numpy()).all()
+    assert sorted(p.name for p in (dataset / "train").glob("*.jpg")) == sorted(meta.file_name)
+    # every training identity: 9 cameras x 3 expressions x 2 distinct lights
+    assert meta.face_id.nunique() == 28 and len(meta) == 28 * 54
+    views = meta.groupby(["face_id", "angle", "expression"]).light.nunique()
+    assert len(views) == 28 * 27 and (views == 2).all()
+    nominal = meta.angle.map(synthetic.CAMERA_YAW)
+    assert np.abs(meta.yaw - nominal).max() <= 3.05 and meta.pitch.abs().max() <= 10.05
+    with Image.open(dataset / "train" / meta.file_name[0]) as image:
+        assert image.format == "JPEG" and image.mode == "RGB" and image.size == (32, 32)
+
+
+def test_pairs_are_frontal_vs_side_balanced_and_identity_disjoint(dataset):
+    identities = {"train": set(pd.read_csv(dataset / "train" / "train_meta.csv", dtype=str).face_id)}
+    for split in ["validate", "test"]:
+        pairs = read_pairs(dataset, split)
+        assert list(pairs.columns) == ["image1", "image2", "label"] and len(pairs) == 6 * 8 * 6
+        first, second = attributes(pairs.image1), attributes(pairs.image2)
+        assert (first.angle == synthetic.FRONTAL_CAMERA).all() and (second.angle != synthetic.FRONTAL_CAMERA).all()
+        # the competition's convention: 0 = SAME person, 1 = DIFFERENT
+        assert ((pairs.label == 0) == (first.face_id == second.face_id)).all()
+        assert (pairs.label == 0).sum() == (pairs.label == 1).sum()
+        assert not pairs.duplicated().any()
+        assert (second.groupby([first.face_id, second.angle, pairs.label]).size() == 3).all(), "3 per camera"
+        for name in pd.concat([pairs.image1, pairs.image2]):
+            assert (dataset / split / name).is_file()
+        identities[split] = set(first.face_id) | set(second.face_id)
+        assert len(identities[split]) == 6
+    assert not (identities["train"] & identities["validate"] or identities["train"] & identities["test"]
+                or identities["validate"] & identities["test"])
+
+
+def test_the_data_layer_reads_it_as_kface(dataset):
+    data = layouts.load(dataset)
+    summary = layouts.summary(data)
+    assert summary["format"] == "kface" and summary["identities"] == 40
+    assert summary["pairs"] == {"validate": 288, "test": 288}
+    assert data.pairs.same.sum() == 288  # half of them, read with label 0 = same
+
+
+def raw_pixel_cosines(root, split):
+    pairs = read_pairs(root, split)
+    names = pd.unique(pd.concat([pairs.image1, pairs.image2]))
+    pixels = {name: np.asarray(Image.open(root / split / name), np.float64).ravel() for name in names}
+    a, b = np.stack([pixels[n] for n in pairs.image1]), np.stack([pixels[n] for n in pairs.image2])
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return cosine, (pairs.label == 0).to_numpy()
+
+
+def accuracy(cosine, same, threshold):
+    return np.mean((cosine >= threshold) == same)
+
+
+def best_threshold(cosine, same):
+    return max(np.unique(cosine), key=lambda threshold: accuracy(cosine, same, threshold))
+
+
+def test_raw_pixels_cannot_verify_across_pose(dataset):
+    """The task must not be trivial: cosine similarity of raw pixels stays well below 0.70 accuracy."""
+    validate, test = raw_pixel_cosines(dataset, "validate"), raw_pixel_cosines(dataset, "test")
+    assert accuracy(*test, best_threshold(*validate)) < 0.70
+    assert accuracy(*test, best_threshold(*test)) < 0.70  # even with the threshold chosen on the test pairs
+
+
+def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
+    one = synthetic.generate(tmp_path / "one", identities=6, seed=3, size=32, workers=1)
+    two = synthetic.generate(tmp_path / "two", identities=6, seed=3, size=32, workers=2)
+    other = synthetic.generate(tmp_path / "other", identities=6, seed=4, size=32, workers=2)
+    files = sorted(str(p.relative_to(one)) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(two)) for p in two.rglob("*") if p.is_file())
+    match, mismatch, errors = filecmp.cmpfiles(one, two, files, shallow=False)
+    assert not mismatch and not errors and len(match) == len(files)
+    images, others = ({p.name: p for p in root.rglob("*.jpg")} for root in (one, other))
+    shared = images.keys() & others.keys()  # same identity number, camera, expression and light
+    assert shared and all(images[name].read_bytes() != others[name].read_bytes() for name in shared)
+
+
+def test_an_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+    render_identity, rendered = synthetic._render_identity, []
+
+    def interrupted_after_one_identity(job):
+        if rendered:
+            raise KeyboardInterrupt
+        rendered.append(render_identity(job))
+        return rendered[-1]
+
+    monkeypatch.setattr(synthetic, "_render_identity", interrupted_after_one_identity)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.generate(tmp_path / "data", identities=6, size=32, workers=1)
+    assert rendered and list(tmp_path.iterdir()) == []  # images were written, then all removed
+
+
+def test_bad_arguments_and_occupied_output_are_refused(tmp_path):
+    with pytest.raises(FacelibError, match="identities"):
+        synthetic.generate(tmp_path / "a", identities=5)
+    with pytest.raises(FacelibError, match="size"):
+        synthetic.generate(tmp_path / "b", size=16)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    with pytest.raises(FacelibError, match="not an empty folder"):
+        synthetic.generate(tmp_path / "c", identities=6, size=32)
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["notes.txt"]
+
+
+def test_ensure_default_makes_the_set_once_where_facelib_data_says(tmp_path, monkeypatch):
+    made = []
+
+    def fake_generate(out, **options):
+        made.append(out)
+        for name in ["train/train_meta.csv", "validate/validate_label.csv", "test/test_label.csv"]:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("")
+        return out
+
+    monkeypatch.setenv("FACELIB_DATA", str(tmp_path))
+    monkeypatch.setattr(synthetic, "generate", fake_generate)
+    assert synthetic.ensure_default() == tmp_path / "synthetic"
+    assert synthetic.ensure_default() == tmp_path / "synthetic"
+    assert made == [tmp_path / "synthetic"]
