@@ -7,7 +7,6 @@ data exists. `run_series` executes 01-05 in order into the run folder; the same 
 """
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ NOTEBOOKS = [
 
 # `default` is the README's main job (2 CPU cores, under 15 minutes); `smoke` checks that every cell runs.
 PROFILES = {
-    "default": dict(identities=100, image_size=64, pretext_epochs=6, epochs=40, batch=(8, 8), ablations=False),
+    "default": dict(image_size=64, pretext_epochs=6, epochs=40, batch=(8, 8), ablations=False),
     "smoke": dict(identities=16, image_size=32, pretext_epochs=1, epochs=2, batch=(4, 4), ablations=True),
 }
 
@@ -108,11 +107,6 @@ class Settings:
         return sorted(np.random.default_rng(self.seed).choice(count, size=min(k, count), replace=False))
 
 
-def synthetic_data_path(profile):
-    base = Path(os.environ.get("FACELIB_DATA", REPO / "data"))
-    return base / ("synthetic" if profile == "default" else f"synthetic-{profile}")
-
-
 def setup(data=None, run_dir="runs/main", profile="default", epochs=None, pretext_epochs=None, image_size=None,
           seed=0, device="auto", ablations=None):
     """Settings for one notebook: explicit values win, the profile fills the rest, synthetic data is made if needed."""
@@ -125,9 +119,12 @@ def setup(data=None, run_dir="runs/main", profile="default", epochs=None, pretex
     if data is None:
         from facelib import synthetic
 
-        data = synthetic_data_path(profile)
-        if not data.exists():
-            synthetic.generate(data, identities=preset["identities"], seed=0)
+        if profile == "default":
+            data = synthetic.ensure_default()
+        else:  # a smaller set of its own, so a smoke run never replaces the default data
+            data = synthetic.default_path().with_name(f"synthetic-{profile}")
+            if not data.exists():
+                synthetic.generate(data, identities=preset["identities"], seed=0)
     data_format = layouts.detect_format(Path(data).resolve())
     cfp = data_format == "cfp"
     Path(run_dir, "figures").mkdir(parents=True, exist_ok=True)

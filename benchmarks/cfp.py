@@ -1,0 +1,338 @@
+"""The CFP benchmark: facelib's models and a classical peer, side by side on the same held-out pairs.
+
+Run by hand (never in CI), from the repository root:
+
+    .venv/bin/python benchmarks/cfp.py --quick          # a few minutes: checks the script end to end
+    OMP_NUM_THREADS=1 nohup .venv/bin/python benchmarks/cfp.py > benchmarks/runs/cfp.out 2>&1 &   # the full run
+
+(On a machine shared with other jobs keep OMP_NUM_THREADS=1: two torch threads next to another multi-threaded
+job ran 10-30x slower here, from thread oversubscription.)
+
+Protocol. Everything trains on CFP folds 1-8 (identities 001-400) only; fold 9 (identities 401-450) is the
+only held-out fold of this copy (fold 10 is withheld), so it serves both to pick each network's best epoch
+(facelib.training validates on it after every epoch) and to report. The decision threshold is never chosen
+on the pairs it judges: each protocol's 700 fold-9 pairs are cut, in file order, into 10 blocks of 35 same +
+35 different pairs (so a block covers about 5 of the 50 identities), and each block is judged at the
+best-accuracy threshold of the other 9 (facelib.evaluation.kfold_thresholds); accuracy is the mean (and
+std) over the blocks. AUC and EER need no threshold and use all 700 pairs. Retrieval: the 500 frontal
+fold-9 faces are the gallery, the 200 profiles the probes. The epoch choice on fold 9 still makes the
+networks' numbers slightly optimistic; the `last_epoch` variant of each network row shows by how much.
+
+Methods (all scored by cosine similarity of L2-normalised embeddings, every image embedded once):
+    triarchy              pretext on CFP (view + facing) -> Triarchy (the full method)
+    baseline              the same pretext -> Baseline (BatchNorm after the embedding, no center loss)
+    triarchy-no-pretext   Triarchy from random initialisation
+    pretext-features      the pretext backbone's pooled 1280-d features, no identity training
+    classical             HOG + PCA + LDA fit on folds 1-8 (facelib.classical)
+
+Files: benchmarks/runs/<tag>/ (git-ignored) holds every training run, named by its settings, so a second
+invocation reuses finished runs and resumes interrupted ones; benchmark.log and the results of --quick
+runs go there too. A full run writes benchmarks/results/cfp.json (one row per method) and cfp.md.
+"""
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from facelib import evaluation, imagecache, layouts, models, training
+from facelib.classical import ClassicalPeer
+from facelib.io_utils import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cfp"
+TRAIN_FOLDS = list(range(1, 9))
+HELD_OUT_FOLD = 9
+PROTOCOLS = ("FP", "FF")
+THRESHOLD_BLOCKS = 10
+NETWORKS = {  # method -> (model kind, initialised from the pretext backbone)
+    "triarchy": ("triarchy", True),
+    "baseline": ("baseline", True),
+    "triarchy-no-pretext": ("triarchy", False),
+}
+METHODS = ["triarchy", "pretext-features", "classical", "baseline", "triarchy-no-pretext"]  # cheap rows early
+TITLES = {
+    "triarchy": "Triarchy (CFP pretext init)",
+    "baseline": "Baseline (CFP pretext init)",
+    "triarchy-no-pretext": "Triarchy, no pretext",
+    "pretext-features": "Pretext backbone features only",
+    "classical": "Classical: HOG + PCA + LDA",
+}
+# Sized for about an hour on 2 otherwise idle CPU cores (estimated, not yet run: ~80-130 training img/s): 64px faces,
+# a short pretext (view + facing is learnt fast), 15 identity epochs (an epoch covers every training image once;
+# the issue's plain recipe peaked after 10-15), and an identity lr above training's default 3.5e-4 (tuned for
+# fine-tuning pretrained nets), since these nets start from scratch.
+FULL = dict(image_size=64, pretext_epochs=3, epochs=15, batch=(8, 8), lr=1e-3, classical_size=96)
+QUICK = dict(image_size=32, pretext_epochs=1, epochs=2, batch=(16, 4), lr=None, classical_size=32)
+
+log = logging.getLogger("benchmarks.cfp")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the CFP folder (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="tiny images and 1-2 epochs: checks the script only")
+    parser.add_argument("--image-size", type=int, help=f"network input size (full: {FULL['image_size']})")
+    parser.add_argument("--pretext-epochs", type=int, help=f"(full: {FULL['pretext_epochs']})")
+    parser.add_argument("--epochs", type=int, help=f"identity training epochs (full: {FULL['epochs']})")
+    parser.add_argument("--batch", type=int, nargs=2, metavar=("P", "K"), help=f"PK batch (full: {FULL['batch']})")
+    parser.add_argument("--lr", type=float, help=f"identity training learning rate (full: {FULL['lr']}, quick: "
+                                                 "facelib.training's default)")
+    parser.add_argument("--classical-size", type=int, help=f"face size for HOG (full: {FULL['classical_size']})")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--runs", type=Path, help="run folder (default: benchmarks/runs/cfp or cfp-quick)")
+    parser.add_argument("--results", type=Path,
+                        help="where cfp.json / cfp.md go (default: benchmarks/results for a full run of every "
+                             "method, else the run folder, so partial runs never replace the published table)")
+    args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.runs = args.runs or REPO / "benchmarks" / "runs" / ("cfp-quick" if args.quick else "cfp")
+    if args.device == "auto":  # one concrete device for training and embedding alike
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    partial = args.quick or set(args.methods) != set(METHODS)
+    args.results = args.results or (args.runs if partial else REPO / "benchmarks" / "results")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+def run_folder(args, name, epochs, **shaping):
+    """One folder per run and settings, so changing a budget option starts a new run instead of mixing."""
+    p, k = args.batch
+    extra = "".join(f"-{key}{value}" for key, value in shaping.items() if value is not None)
+    return args.runs / f"{name}-s{args.image_size}-e{epochs}-b{p}x{k}{extra}-seed{args.seed}"
+
+
+def completed_epochs(checkpoint_path):
+    return models.read_checkpoint(checkpoint_path)["epoch"] if checkpoint_path.is_file() else 0
+
+
+def train(trainer, out, checkpoint_name, epochs, **options):
+    """Reuse a finished run, resume an interrupted one, else start it."""
+    done = completed_epochs(out / checkpoint_name)
+    if done >= epochs:
+        log.info("reusing %s (%d epochs done)", out, done)
+    else:
+        log.info("%s %s (%d of %d epochs done)", "resuming" if done else "training", out, done, epochs)
+        trainer(out=out, epochs=epochs, resume=done > 0, **options)
+    return out / checkpoint_name
+
+
+def train_pretext(args):
+    out = run_folder(args, "pretext", args.pretext_epochs)
+    return train(training.train_pretext, out, "pretext.pt", args.pretext_epochs, data_root=args.data,
+                 image_size=args.image_size, batch=tuple(args.batch), seed=args.seed, train_folds=TRAIN_FOLDS,
+                 device=args.device)
+
+
+def train_network(args, method, pretext):
+    kind, uses_pretext = NETWORKS[method]
+    out = run_folder(args, method, args.epochs, pretext=args.pretext_epochs if uses_pretext else None, lr=args.lr)
+    options = {} if args.lr is None else {"lr": args.lr}  # else training's default
+    train(training.train_identity, out, "last.pt", args.epochs, data_root=args.data, model=kind,
+          init=pretext if uses_pretext else None, image_size=args.image_size, batch=tuple(args.batch),
+          seed=args.seed, train_folds=TRAIN_FOLDS, val_folds=[HELD_OUT_FOLD], device=args.device, **options)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+def held_out(data):
+    """Fold 9: its images (with the pose column retrieval needs) and its FP and FF pairs."""
+    images = data.images[data.images["fold"] == HELD_OUT_FOLD].reset_index(drop=True)
+    images["pose"] = evaluation.pose_labels(images)
+    pairs = {protocol: evaluation.select_pairs(data, protocol=protocol, folds=[HELD_OUT_FOLD]) for protocol in PROTOCOLS}
+    return images, pairs
+
+
+def threshold_blocks(pairs):
+    """Block 0..9 of each pair: same and different pairs each cut into 10 consecutive runs in file order."""
+    position = pairs.groupby("same").cumcount()
+    count = pairs.groupby("same")["same"].transform("size")
+    return (position * THRESHOLD_BLOCKS // count).to_numpy()
+
+
+def verification(embeddings, pairs):
+    """accuracy (mean +- std over the threshold blocks), auc, eer, tar@far=1% on one protocol's pairs."""
+    scores, same = embeddings.scores(pairs), pairs["same"].to_numpy(bool)
+    thresholds, blocks = evaluation.kfold_thresholds(scores, same, threshold_blocks(pairs))
+    metrics = evaluation.verification_metrics(scores, same, thresholds)
+    return {"accuracy": float(blocks["accuracy"].mean()), "accuracy_std": float(blocks["accuracy"].std(ddof=0)),
+            "auc": metrics["auc"], "eer": metrics["eer"], "tar_at_far_1e-2": metrics["tar_at_far"]["0.01"],
+            "threshold": metrics["threshold"], "pairs": metrics["pairs"]}
+
+
+def score(images, pairs, vectors):
+    """Every reported number for one set of fold-9 embeddings."""
+    embeddings = evaluation.Embeddings(images, vectors)
+    row = {protocol: verification(embeddings, pairs[protocol]) for protocol in PROTOCOLS}
+    row["retrieval"] = evaluation.retrieval_metrics(embeddings)
+    return row
+
+
+def network_vectors(checkpoint, images, flip, device):
+    model = evaluation.resolve_model(checkpoint, device)
+    return evaluation.embed_images(model, images, flip=flip, device=device)
+
+
+def network_row(args, method, pretext, images, pairs):
+    out = train_network(args, method, pretext)
+    started = time.perf_counter()
+    best = models.read_checkpoint(out / "model.pt")
+    row = score(images, pairs, network_vectors(out / "model.pt", images, True, args.device))
+    row["variants"] = {  # what test-time flipping and the fold-9 epoch choice are worth
+        "no_flip": score(images, pairs, network_vectors(out / "model.pt", images, False, args.device)),
+        "last_epoch": score(images, pairs, network_vectors(out / "last.pt", images, True, args.device)),
+    }
+    row.update(best_epoch=int(best["epoch"]), epochs=args.epochs, train_seconds=_training_seconds(out),
+               eval_seconds=round(time.perf_counter() - started, 1), run=str(out.relative_to(REPO)),
+               val_accuracy_by_epoch=[round(v, 4) for v in pd.read_csv(out / "metrics.csv")["val_accuracy"]],
+               settings=best["config"]["settings"], parameters=best["config"].get("inference_parameters"))
+    return row
+
+
+def _training_seconds(out):
+    """Training time of the run's epochs (from its metrics file, so a reused or resumed run counts fully)."""
+    seconds = 0.0
+    for name in ("metrics.csv", "pretext_metrics.csv"):
+        if (out / name).is_file():
+            seconds += float(pd.read_csv(out / name)["seconds"].sum())
+    return round(seconds, 1)
+
+
+def pretext_row(args, pretext, images, pairs):
+    started = time.perf_counter()
+    row = score(images, pairs, network_vectors(pretext, images, True, args.device))
+    checkpoint = models.read_checkpoint(pretext)
+    row.update(epochs=int(checkpoint["epoch"]), train_seconds=_training_seconds(pretext.parent),
+               eval_seconds=round(time.perf_counter() - started, 1), run=str(pretext.parent.relative_to(REPO)),
+               settings=checkpoint["config"]["settings"], pretext_history=checkpoint["history"])
+    return row
+
+
+def classical_row(args, data, images, pairs):
+    started = time.perf_counter()
+    train_images = training.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
+    peer = ClassicalPeer()
+    peer.fit(imagecache.load_images(train_images, args.classical_size), train_images["identity"])
+    train_seconds = time.perf_counter() - started
+    row = score(images, pairs, peer.transform(imagecache.load_images(images, args.classical_size)))
+    row.update(train_seconds=round(train_seconds, 1), eval_seconds=round(time.perf_counter() - started - train_seconds, 1),
+               settings=dict(features=peer.features, pca_components=peer.pca_components, mirror=peer.mirror,
+                             image_size=args.classical_size, train_folds=TRAIN_FOLDS))
+    return row
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def markdown(rows, header):
+    """The results table: one row per method, FP and FF side by side, then retrieval and cost."""
+    def cell(value, digits=3):
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    lines = [*header, "",
+             "| Method | FP acc | FP AUC | FP EER | FF acc | FF AUC | FF EER | rank-1 | mAP | best epoch | train min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        fp, ff, retrieval = row["FP"], row["FF"], row["retrieval"] or {}
+        lines.append(
+            f"| {row['title']} | {cell(fp['accuracy'])} ± {cell(fp['accuracy_std'], 3)} | {cell(fp['auc'])} | "
+            f"{cell(fp['eer'])} | {cell(ff['accuracy'])} ± {cell(ff['accuracy_std'], 3)} | {cell(ff['auc'])} | "
+            f"{cell(ff['eer'])} | {cell(retrieval.get('rank1'))} | {cell(retrieval.get('mAP'))} | "
+            f"{row.get('best_epoch', '–')}{'/' + str(row['epochs']) if 'best_epoch' in row else ''} | "
+            f"{cell(row['train_seconds'] / 60, 1)} |")
+    variants = [(row, name, variant) for row in rows for name, variant in row.get("variants", {}).items()]
+    if variants:
+        lines += ["", "Variants (FP / FF accuracy, 10-block thresholds):", ""]
+        lines += [f"- {row['title']}, {name.replace('_', ' ')}: {cell(v['FP']['accuracy'])} / {cell(v['FF']['accuracy'])}"
+                  f" (AUC {cell(v['FP']['auc'])} / {cell(v['FF']['auc'])})" for row, name, v in variants]
+    return "\n".join(lines) + "\n"
+
+
+def machine():
+    device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return f"{platform.node()}, {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), {device}, " \
+           f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.data = args.data.resolve()
+    args.runs.mkdir(parents=True, exist_ok=True)
+    # this script's own lines; facelib.training logs each run to its RUN/train.log and above the progress bars
+    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(args.runs / "benchmark.log")):
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    started, started_at = time.perf_counter(), datetime.now(timezone.utc)
+    command = " ".join([".venv/bin/python benchmarks/cfp.py", *(sys.argv[1:] if argv is None else argv)])
+    log.info("%s\n  data %s, runs %s, %s", command, args.data, args.runs, machine())
+
+    data = layouts.load(args.data)
+    images, pairs = held_out(data)
+    needs_pretext = any(NETWORKS.get(m, (None, False))[1] for m in args.methods) or "pretext-features" in args.methods
+    pretext = train_pretext(args) if needs_pretext else None
+
+    rows = []
+    for method in tqdm(args.methods, desc="methods", unit="method"):
+        if method in NETWORKS:
+            row = network_row(args, method, pretext, images, pairs)
+        elif method == "pretext-features":
+            row = pretext_row(args, pretext, images, pairs)
+        else:
+            row = classical_row(args, data, images, pairs)
+        rows.append({"method": method, "title": TITLES[method], **row})
+        log.info("%s: FP %.3f (AUC %.3f) FF %.3f (AUC %.3f) rank-1 %s", method, row["FP"]["accuracy"],
+                 row["FP"]["auc"], row["FF"]["accuracy"], row["FF"]["auc"], (row["retrieval"] or {}).get("rank1"))
+        write_results(args, rows, command, started, started_at)  # after every method: a cut-short run still reports
+    print((args.results / "cfp.md").read_text())
+
+
+def write_results(args, rows, command, started, started_at):
+    wall = time.perf_counter() - started
+    for row in rows:
+        row["benchmark"] = dict(command=command, date=started_at.isoformat(timespec="seconds"),
+                                wall_seconds=round(wall, 1), machine=machine(), quick=args.quick,
+                                threshold=f"{THRESHOLD_BLOCKS}-block k-fold within fold {HELD_OUT_FOLD}")
+    header = [f"# CFP fold {HELD_OUT_FOLD} (identities 401-450), trained on folds 1-8",
+              "", f"`{command}` — {started_at:%Y-%m-%d %H:%M} UTC, wall time {wall / 60:.1f} min "
+              f"({len(rows)} of {len(args.methods)} methods), {machine()}.",
+              f"Networks: {args.image_size}px, pretext {args.pretext_epochs} epochs, identity {args.epochs} epochs, "
+              f"PK batch {args.batch[0]}x{args.batch[1]}, lr {args.lr or 'default'}, best epoch chosen on fold {HELD_OUT_FOLD}; "
+              f"classical peer at {args.classical_size}px.",
+              f"Accuracy: mean ± std over {THRESHOLD_BLOCKS} blocks of fold-{HELD_OUT_FOLD} pairs, each judged at the "
+              "threshold best on the other blocks; AUC / EER on all 700 pairs per protocol; retrieval: 500 frontal "
+              "gallery faces, 200 profile probes. Train min: the method's own training epochs (the pretext run, "
+              "shared by the pretext-initialised networks, is the pretext-features row's)."]
+    args.results.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.results / "cfp.json", json.dumps(rows, indent=2, default=_json_default) + "\n")
+    atomic_write_text(args.results / "cfp.md", markdown(rows, header))
+    log.info("wrote %s and %s after %.1f min", args.results / "cfp.json", args.results / "cfp.md", wall / 60)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return str(value)
+
+
+if __name__ == "__main__":
+    main()
