@@ -1,0 +1,172 @@
+"""Fast input pipeline: decode every face once into a cached uint8 tensor, augment whole batches as tensors.
+
+Training never decodes a JPEG per epoch: `load_images` turns an image table into one uint8 tensor
+[N, 3, size, size] (face crop, resized with antialiasing), stored on disk under a key made of the
+paths, modification times, file sizes, crop boxes and size, so a second run (or a second process)
+loads it in a fraction of a second and any changed file gives a new key. `Augmentation` then applies
+flip / scale / shift / rotation (one `grid_sample`), brightness / contrast and random erasing to a
+whole batch at once, each sample with its own random parameters.
+"""
+
+import hashlib
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
+
+from facelib.errors import FacelibError
+from facelib.io_utils import atomic_save
+
+CACHE_FORMAT = 1  # bump when the decoding changes, so old cache files are not reused
+
+
+def default_cache_dir():
+    return Path(os.environ.get("FACELIB_CACHE") or Path.home() / ".cache" / "facelib")
+
+
+def _box_or_none(box):
+    """The table's `box` cell as a 4-tuple, or None where there is no box (None / NA / missing column)."""
+    if box is None or (not isinstance(box, (tuple, list)) and pd.isna(box)):
+        return None
+    if len(box) != 4:
+        raise FacelibError(f"images.box: expected (x0, y0, x1, y1), got {box!r}")
+    return tuple(float(v) for v in box)
+
+
+def decode_face(path, box, size):
+    """One image as uint8 [3, size, size]: the `box` crop (zero-padded where it leaves the image) or the
+    centre square, resized with antialiasing."""
+    try:
+        image = decode_image(str(path), mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as error:
+        raise FacelibError(f"{path}: cannot decode image ({error})") from None
+    if box is None:
+        image = TF.center_crop(image, [min(image.shape[-2:])] * 2)
+    else:
+        x0, y0, x1, y1 = (round(v) for v in box)
+        if x1 <= x0 or y1 <= y0:
+            raise FacelibError(f"{path}: empty crop box {box}")
+        image = TF.crop(image, y0, x0, y1 - y0, x1 - x0)
+    return TF.resize(image, [size, size], antialias=True)
+
+
+def cache_key(images, size):
+    """Hex digest identifying exactly these files (path, mtime, byte size), crops and output size."""
+    digest = hashlib.sha256(f"facelib-images v{CACHE_FORMAT} size={size}\n".encode())
+    boxes = images["box"] if "box" in images else [None] * len(images)
+    for path, box in zip(images["path"], boxes):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            raise FacelibError(f"{path}: image file not found") from None
+        digest.update(f"{path}\t{stat.st_mtime_ns}\t{stat.st_size}\t{_box_or_none(box)}\n".encode())
+    return digest.hexdigest()
+
+
+def load_images(images, size, cache_dir=None, progress=True):
+    """uint8 tensor [N, 3, size, size] of the faces in `images` (rows in table order), decoded once and
+    cached in `cache_dir` (default: $FACELIB_CACHE or ~/.cache/facelib)."""
+    size = int(size)
+    cache_file = Path(cache_dir or default_cache_dir()) / f"faces-{size}px-{len(images)}-{cache_key(images, size)[:24]}.pt"
+    if cache_file.exists():
+        try:
+            cached = torch.load(cache_file, weights_only=True)
+            if cached.dtype == torch.uint8 and cached.shape == (len(images), 3, size, size):
+                return cached
+        except (RuntimeError, OSError, EOFError):
+            pass  # unreadable cache file: decode again and replace it
+    boxes = images["box"].map(_box_or_none) if "box" in images else [None] * len(images)
+    jobs = list(zip(images["path"], boxes))
+    # Decoding and resizing release the GIL, so threads decode in parallel without process start-up costs.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        faces = list(tqdm(pool.map(lambda job: decode_face(*job, size), jobs), total=len(jobs),
+                          desc=f"decoding {size}px faces", unit="img", disable=not progress, leave=False))
+    batch = torch.stack(faces) if faces else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    atomic_save(batch, cache_file)
+    return batch
+
+
+def to_model_input(batch):
+    """uint8 [B, 3, H, W] -> float in [-1, 1] ((x/255 - 0.5) / 0.5), channels-last (the backbone's fast layout)."""
+    return (batch.float() / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
+
+
+def _uniform(generator, n, low, high):
+    return torch.rand(n, generator=generator) * (high - low) + low
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Per-sample random augmentation of a whole uint8 batch, returning model input and the flip mask.
+
+    Defaults follow reid-strong-baseline (flip 0.5, a small shifted crop, random erasing 0.5) plus mild
+    rotation and brightness / contrast jitter, which multi-angle faces tolerate well.
+    """
+
+    flip: float = 0.5  # probability of a horizontal flip
+    scale: tuple = (0.85, 1.0)  # side of the sampled crop, as a fraction of the image (zoom in)
+    shift: float = 0.08  # max translation, as a fraction of the image side
+    rotate: float = 8.0  # max rotation, degrees
+    brightness: float = 0.2  # multiplier drawn from 1 +- brightness
+    contrast: float = 0.2  # contrast around each image's mean, 1 +- contrast
+    erase: float = 0.5  # probability of erasing one rectangle (filled with the mean value 0)
+    erase_area: tuple = (0.02, 0.2)  # its area, as a fraction of the image
+
+    def __call__(self, batch, generator=None, flippable=None):
+        """batch: uint8 [B, 3, H, W] (any device). flippable: optional bool [B]; False forbids flipping that
+        sample (e.g. a camera angle whose mirror is unknown). Returns (float normalised channels-last batch,
+        bool [B] flip mask on the CPU) so that direction labels can be mirrored for the flipped samples."""
+        n, device = batch.shape[0], batch.device
+        flipped = torch.rand(n, generator=generator) < self.flip
+        if flippable is not None:
+            flipped &= torch.as_tensor(flippable, dtype=torch.bool)
+
+        x = batch.float() / 255.0
+        brightness = _uniform(generator, n, 1 - self.brightness, 1 + self.brightness).view(n, 1, 1, 1).to(device)
+        contrast = _uniform(generator, n, 1 - self.contrast, 1 + self.contrast).view(n, 1, 1, 1).to(device)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (((x - mean) * contrast + mean) * brightness).clamp_(0, 1) * 2 - 1
+
+        x = F.grid_sample(x, self._grids(n, x.shape, flipped, generator).to(device),
+                          mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = x.masked_fill(self._erase_masks(n, x.shape[-2:], generator).to(device).unsqueeze(1), 0.0)
+        return x.contiguous(memory_format=torch.channels_last), flipped
+
+    def _grids(self, n, shape, flipped, generator):
+        """Sampling grids for flip * scale * rotation + shift: output coordinates -> input coordinates."""
+        scale = _uniform(generator, n, *self.scale)
+        angle = _uniform(generator, n, -self.rotate, self.rotate) * (math.pi / 180)
+        shift = _uniform(generator, 2 * n, -2 * self.shift, 2 * self.shift).view(n, 2)  # [-1, 1] spans 2
+        mirror = 1.0 - 2.0 * flipped.float()
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1),
+                             torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1)
+        return F.affine_grid(theta, list(shape), align_corners=False)
+
+    def _erase_masks(self, n, hw, generator):
+        """bool [B, H, W]: one random rectangle per erased sample (random erasing, Zhong et al.)."""
+        height, width = hw
+        area = _uniform(generator, n, *self.erase_area) * height * width
+        aspect = torch.exp(_uniform(generator, n, math.log(0.3), math.log(1 / 0.3)))
+        h = (area * aspect).sqrt().clamp(max=height)
+        w = (area / aspect).sqrt().clamp(max=width)
+        y0 = torch.rand(n, generator=generator) * (height - h)
+        x0 = torch.rand(n, generator=generator) * (width - w)
+        erased = torch.rand(n, generator=generator) < self.erase
+        ys = torch.arange(height).view(1, height, 1) + 0.5
+        xs = torch.arange(width).view(1, 1, width) + 0.5
+        inside = ((ys >= y0.view(n, 1, 1)) & (ys < (y0 + h).view(n, 1, 1))
+                  & (xs >= x0.view(n, 1, 1)) & (xs < (x0 + w).view(n, 1, 1)))
+        return inside & erased.view(n, 1, 1)
+
+
+NO_AUGMENTATION = Augmentation(flip=0.0, scale=(1.0, 1.0), shift=0.0, rotate=0.0, brightness=0.0,
+                               contrast=0.0, erase=0.0)

@@ -1,0 +1,607 @@
+"""Training: the pretext model and the identity models (Triarchy / Baseline), on CPU, GPU or under torchrun.
+
+Both trainers share one loop (`_fit`): the training faces are decoded once into a cached uint8 tensor
+(facelib.imagecache), PK batches are drawn by facelib.sampler.PKSampler and augmented as whole tensors,
+and after every epoch a checkpoint holding everything needed to continue (model, optimisers, scheduler,
+epoch, every rank's RNG states, metrics history, config) is written atomically. `resume=True` restores it
+and reaches the same weights as an uninterrupted run: PK batches are a pure function of (seed, epoch,
+rank) and all other randomness comes from the restored RNG states.
+
+Optimisation follows reid-strong-baseline (Luo et al. 2019), which the original entry built on: Adam,
+base lr 3.5e-4, weight decay 5e-4, linear warm-up from 1% of the lr, and (for short runs) a cosine decay
+instead of its step schedule, stepped per iteration. The center-loss centers have their own SGD (lr 0.5).
+
+Run files (RUN = `out`):
+    pretext: pretext.pt (resumable checkpoint; its backbone initialises `train_identity(init=...)`),
+             pretext_metrics.csv, pretext_config.json, pretext.log
+    identity: model.pt (best validation accuracy; the last epoch where there are no validation pairs),
+             last.pt (resumable checkpoint), metrics.csv, config.json (+ inference_parameters), train.log
+
+Under `torchrun --nproc_per_node=N` the same functions use DistributedDataParallel (gloo on CPU, nccl on
+GPU); every rank draws its own PK batches and only rank 0 writes files.
+"""
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from facelib import evaluation, layouts, losses, models
+from facelib.errors import FacelibError
+from facelib.imagecache import Augmentation, load_images
+from facelib.io_utils import atomic_save, atomic_write_text
+from facelib.sampler import PKSampler
+
+IGNORE = -100  # target of an unknown label (cross-entropy's ignore_index)
+MIRROR_YAW_TOLERANCE = 5.0  # degrees: a camera code mirrors another when their yaws are opposite within this
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- public API
+
+
+def train_pretext(data_root, out, epochs=6, image_size=64, batch=(8, 8), seed=0, train_folds=None,
+                  device="auto", lr=1e-3, weight_decay=5e-4, warmup=0.1, augmentation=None, resume=False,
+                  cache_dir=None, progress=True):
+    """Train the pretext model (camera angle + expression, or CFP view + facing) and return RUN/pretext.pt.
+
+    The training images are the `train` split (K-Face layout), the `train_folds` (CFP; default: every fold)
+    or all images (other layouts). Horizontal flips mirror the direction labels: facing left <-> right, and a
+    camera code to the code of opposite yaw; a camera code without a known mirror is never flipped.
+    resume: continue from RUN/pretext.pt with the settings stored in it (the other arguments are ignored).
+    """
+    settings = dict(kind="pretext", data_root=str(Path(data_root).resolve()), epochs=epochs,
+                    image_size=image_size, batch=list(batch), seed=seed, train_folds=_folds(train_folds),
+                    lr=lr, weight_decay=weight_decay, warmup=warmup, augmentation=_augmentation(augmentation))
+    return _run(settings, Path(out), resume, device, cache_dir, progress)
+
+
+def train_identity(data_root, out, init=None, model="triarchy", epochs=40, image_size=64, batch=(8, 8),
+                   seed=0, resume=False, train_folds=None, val_folds=None, device="auto", lr=3.5e-4,
+                   weight_decay=5e-4, warmup=0.1, label_smoothing=None, triplet_weight=1.0,
+                   center_weight=5e-4, center_lr=0.5, augmentation=None, cache_dir=None, progress=True):
+    """Train Triarchy (or the Baseline) on identities; return RUN/model.pt, the best model by validation accuracy.
+
+    init: a pretext checkpoint whose backbone initialises the model. Validation pairs: the `validate` split
+    (K-Face layout) or the FF and FP pairs of `val_folds` (CFP). label_smoothing defaults to 0.1 for Triarchy
+    and 0 for the Baseline (plain softmax + triplet, the original's ablation). resume: continue from
+    RUN/last.pt with the settings stored in it (the other arguments are ignored), to the same final weights.
+    """
+    if model not in models.MODELS:
+        raise FacelibError(f"model: expected one of {', '.join(models.MODELS)}, got {model!r}")
+    if label_smoothing is None:
+        label_smoothing = 0.1 if model == "triarchy" else 0.0
+    settings = dict(kind=model, data_root=str(Path(data_root).resolve()), init=str(Path(init).resolve()) if init else None,
+                    epochs=epochs, image_size=image_size, batch=list(batch), seed=seed,
+                    train_folds=_folds(train_folds), val_folds=_folds(val_folds), lr=lr,
+                    weight_decay=weight_decay, warmup=warmup, label_smoothing=label_smoothing,
+                    triplet_weight=triplet_weight, center_weight=center_weight if model == "triarchy" else None,
+                    center_lr=center_lr if model == "triarchy" else None, augmentation=_augmentation(augmentation))
+    return _run(settings, Path(out), resume, device, cache_dir, progress)
+
+
+# ----------------------------------------------------------------------------------------------- data selection
+
+
+def _augmentation(augmentation):
+    """The batch augmentation's settings as a dict (stored in the config): default, a dict or an Augmentation."""
+    if isinstance(augmentation, Augmentation):
+        return asdict(augmentation)
+    return asdict(Augmentation(**(augmentation or {})))
+
+
+def _folds(folds):
+    return None if folds is None else sorted(int(fold) for fold in folds)
+
+
+def training_images(data, train_folds=None, val_folds=None):
+    """The image rows a model trains on: K-Face `train` split, CFP `train_folds` (default: all but `val_folds`),
+    every image of other layouts."""
+    images = data.images
+    if data.format == "cfp":
+        if train_folds and val_folds and set(train_folds) & set(val_folds):
+            raise FacelibError(f"--train-folds {train_folds} and --val-folds {val_folds} overlap")
+        chosen = images["fold"].isin(train_folds) if train_folds else ~images["fold"].isin(val_folds or [])
+        selected = images[chosen.fillna(False).astype(bool)]
+    else:
+        if train_folds or val_folds:
+            raise FacelibError(f"--train-folds/--val-folds select CFP folds; {data.root} is {data.format} data")
+        selected = images[images["split"] == "train"] if data.format == "kface" else images
+    if selected.empty:
+        raise FacelibError(f"{data.root}: no training images (format {data.format}, train folds {train_folds})")
+    return selected.reset_index(drop=True)
+
+
+def validation_pairs(data, val_folds=None):
+    """Pairs that choose the best epoch: K-Face `validate` split, CFP `val_folds` (FF and FP); else none."""
+    pairs = data.pairs
+    if pairs.empty:
+        return pairs
+    if data.format == "kface":
+        return pairs[pairs["split"] == "validate"].reset_index(drop=True)
+    if data.format == "cfp" and val_folds:
+        return pairs[pairs["fold"].isin(val_folds).fillna(False).astype(bool)].reset_index(drop=True)
+    return pairs.iloc[:0]
+
+
+@dataclass
+class PretextLabels:
+    """Per-head class lists and targets [N, heads] (IGNORE where unknown), with the targets of the mirrored
+    images and which images may be flipped (every head's mirror is known)."""
+
+    classes: dict  # head -> list of class values (JSON-friendly)
+    targets: torch.Tensor
+    mirrored: torch.Tensor
+    flippable: torch.Tensor
+
+
+def pretext_labels(images):
+    """Camera angle + expression where the data has camera codes (K-Face), else view + facing (CFP)."""
+    if images["angle"].notna().any():
+        heads = {"angle": _angle_mirror(images), "expression": lambda values: values}
+    else:
+        heads = {"view": lambda values: values, "facing": lambda values: [_FLIP_FACING[v] for v in values]}
+    classes, targets, mirrored = {}, [], []
+    for name, mirror in heads.items():
+        values = images[name]
+        known = sorted(values.dropna().unique().tolist())
+        if len(known) < 2:
+            continue
+        index = {value: i for i, value in enumerate(known)}
+        mirror_of = np.array([index.get(m, IGNORE) for m in mirror(known)])
+        target = np.array([IGNORE if pd.isna(v) else index[v] for v in values], dtype=np.int64)
+        flipped_target = np.where(target == IGNORE, IGNORE, mirror_of[np.maximum(target, 0)])
+        classes[name] = [v.item() if hasattr(v, "item") else v for v in known]
+        targets.append(target)
+        mirrored.append(flipped_target)
+    if not classes:
+        raise FacelibError("no pretext labels in the training images: expected camera angle + expression "
+                           "(K-Face file names) or frontal/profile views (CFP)")
+    targets, mirrored = torch.from_numpy(np.stack(targets, 1)), torch.from_numpy(np.stack(mirrored, 1))
+    # a label that has no known mirror (IGNORE after flipping a known target) forbids flipping that image
+    flippable = ~((mirrored == IGNORE) & (targets != IGNORE)).any(1)
+    return PretextLabels(classes, targets, mirrored, flippable)
+
+
+_FLIP_FACING = {"left": "right", "right": "left"}
+
+
+def _angle_mirror(images):
+    """Camera code -> the code whose median yaw is opposite (within MIRROR_YAW_TOLERANCE), None if unknown."""
+    yaw = images.groupby("angle")["yaw"].median()
+
+    def mirror(codes):
+        result = []
+        for code in codes:
+            if pd.isna(yaw.get(code, np.nan)):
+                result.append(None)
+                continue
+            gaps = (yaw + yaw[code]).abs()
+            result.append(gaps.idxmin() if gaps.min() <= MIRROR_YAW_TOLERANCE else None)
+        return result
+
+    return mirror
+
+
+# ----------------------------------------------------------------------------------------------- tasks
+
+
+class PretextTask:
+    """Cross-entropy on every pretext head (angle + expression, or view + facing), summed."""
+
+    files = dict(checkpoint="pretext.pt", best=None, metrics="pretext_metrics.csv",
+                 config="pretext_config.json", log="pretext.log")
+
+    def __init__(self, settings, images, pairs):
+        self.settings = settings
+        self.labels = pretext_labels(images)
+        self.heads = {name: len(values) for name, values in self.labels.classes.items()}
+
+    def build(self):
+        return models.PretextNet(self.heads), None
+
+    def flippable(self, indices):
+        return self.labels.flippable[indices]
+
+    def loss(self, model, criterion, images, indices, flipped):
+        targets = torch.where(flipped[:, None], self.labels.mirrored[indices], self.labels.targets[indices])
+        targets = targets.to(images.device)
+        parts, total = {}, 0.0
+        for column, (name, logits) in enumerate(model(images).items()):
+            target = targets[:, column]
+            known = (target != IGNORE).sum()
+            # mean over the known labels only; a batch without any (e.g. all-frontal for 'facing') adds 0
+            head_loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum") / known.clamp(min=1)
+            total = total + head_loss
+            parts[name] = head_loss.item()
+            parts[f"{name}_acc"] = ((logits.argmax(1) == target).sum() / known.clamp(min=1)).item()
+        return total, parts
+
+    def checkpoint_extras(self, model):
+        return dict(heads=self.heads, classes=self.labels.classes)
+
+    def config_extras(self, model):
+        return dict(heads=self.heads, classes=self.labels.classes)
+
+
+class IdentityTask:
+    """Triarchy (softmax with label smoothing + soft-margin triplet + center loss) or Baseline (no center)."""
+
+    files = dict(checkpoint="last.pt", best="model.pt", metrics="metrics.csv", config="config.json", log="train.log")
+
+    def __init__(self, settings, images, pairs):
+        self.settings = settings
+        codes, self.identities = pd.factorize(images["identity"], sort=True)
+        self.targets = torch.from_numpy(codes.astype(np.int64))
+        self.pairs = pairs
+
+    def build(self):
+        s = self.settings
+        model = models.MODELS[s["kind"]](num_ids=len(self.identities))
+        if s["init"]:
+            models.load_backbone_from_pretext(model, s["init"])
+        criterion = losses.TriarchyCriterion(
+            len(self.identities), label_smoothing=s["label_smoothing"], triplet_weight=s["triplet_weight"],
+            center_weight=s["center_weight"] or 0.0, use_center=s["kind"] == "triarchy")
+        return model, criterion
+
+    def flippable(self, indices):
+        return None
+
+    def loss(self, model, criterion, images, indices, flipped):
+        embedding, logits = model(images)
+        return criterion(embedding.float(), logits.float(), self.targets[indices].to(images.device))
+
+    def checkpoint_extras(self, model):
+        return dict(num_ids=len(self.identities), identities=self.identities.tolist(),
+                    embedder=models.export_embedder(model).state_dict())
+
+    def config_extras(self, model):
+        return dict(num_ids=len(self.identities),
+                    inference_parameters=models.count_parameters(models.export_embedder(model)))
+
+
+# ----------------------------------------------------------------------------------------------- runtime
+
+
+@dataclass
+class Runtime:
+    """Where this process trains: its device, and its rank among `world_size` torchrun processes."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    owns_group: bool = False  # this process initialised the process group, so it also tears it down
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    @property
+    def autocast(self):
+        """bfloat16 autocast on CUDA (no loss scaling needed); full precision elsewhere."""
+        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+
+def _runtime(device):
+    """The device ('auto': CUDA when available, else CPU) and, under torchrun (WORLD_SIZE > 1), the process group."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FacelibError(f"--device {device}: CUDA is not available on this machine")
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Runtime(torch.device(device))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Runtime(torch.device(device), dist.get_rank(), dist.get_world_size(), owns_group)
+
+
+def _seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state(generator):
+    state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                 augment=generator.get_state())
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state, generator):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["augment"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _gather(runtime, obj):
+    """Every rank's `obj`, as a list indexed by rank."""
+    if runtime.world_size == 1:
+        return [obj]
+    gathered = [None] * runtime.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def _mean_over_ranks(runtime, values):
+    if runtime.world_size > 1:
+        dist.all_reduce(values)
+        values /= runtime.world_size
+    return values
+
+
+def _attach_log(path, runtime, progress):
+    """Log lines to RUN/<task>.log (rank 0) and, when showing progress, above the progress bars."""
+    handlers = []
+    if runtime.is_main:
+        handlers.append(logging.FileHandler(path))
+        if progress:
+            handlers.append(_TqdmHandler())
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handlers
+
+
+class _TqdmHandler(logging.Handler):
+    def emit(self, record):
+        tqdm.write(self.format(record))
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+
+def _run(settings, out, resume, device, cache_dir, progress):
+    task_class = PretextTask if settings["kind"] == "pretext" else IdentityTask
+    checkpoint_path = out / task_class.files["checkpoint"]
+    checkpoint = None
+    if resume:
+        checkpoint = models.read_checkpoint(checkpoint_path)
+        if checkpoint["kind"] != settings["kind"]:
+            raise FacelibError(f"{checkpoint_path}: cannot resume a {checkpoint['kind']} run as {settings['kind']}")
+        # a run continues exactly as it started (the lr schedule spans its epochs), whatever the options now
+        settings = checkpoint["config"]["settings"]
+    runtime = _runtime(device)
+    if runtime.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    handlers = _attach_log(out / task_class.files["log"], runtime, progress)
+    try:
+        return _fit(task_class, settings, out, checkpoint, runtime, cache_dir, progress)
+    except FacelibError as error:
+        log.error("stopped: %s", error)
+        raise
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+        if runtime.owns_group:
+            dist.destroy_process_group()
+
+
+def _load_faces(runtime, images, size, cache_dir, progress):
+    """Rank 0 decodes (and caches) first; the other ranks then read the cache instead of decoding again."""
+    if runtime.is_main:
+        faces = load_images(images, size, cache_dir, progress=progress)
+    if runtime.world_size > 1:
+        dist.barrier()
+    if not runtime.is_main:
+        faces = load_images(images, size, cache_dir, progress=False)
+    return faces
+
+
+@dataclass
+class _Training:
+    """Everything that changes while training, i.e. what a checkpoint must restore."""
+
+    model: torch.nn.Module
+    criterion: torch.nn.Module  # None for the pretext task; holds the center-loss centers for Triarchy
+    optimizer: torch.optim.Optimizer
+    center_optimizer: torch.optim.Optimizer  # None without a center loss
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator  # augmentation randomness
+    history: list
+    best: float = -math.inf
+    epoch: int = 0  # epochs done
+
+    def state(self, rng):
+        state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                     scheduler=self.scheduler.state_dict(), epoch=self.epoch, history=self.history, best=self.best,
+                     rng=rng)
+        if self.center_optimizer is not None:
+            state.update(criterion=self.criterion.state_dict(), center_optimizer=self.center_optimizer.state_dict())
+        return state
+
+    def restore(self, checkpoint, runtime):
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.center_optimizer is not None:
+            self.criterion.load_state_dict(checkpoint["criterion"])
+            self.center_optimizer.load_state_dict(checkpoint["center_optimizer"])
+        if len(checkpoint["rng"]) != runtime.world_size:
+            raise FacelibError(f"resume: the run used {len(checkpoint['rng'])} process(es), now {runtime.world_size}")
+        _set_rng_state(checkpoint["rng"][runtime.rank], self.generator)
+        self.epoch, self.history, self.best = checkpoint["epoch"], checkpoint["history"], checkpoint["best"]
+
+
+def _start(task, settings, steps, runtime):
+    """Model, criterion, optimisers, schedule and RNGs as at step 0 (the same weights on every rank)."""
+    _seed_everything(settings["seed"])
+    model, criterion = task.build()
+    model.to(runtime.device)
+    if criterion is not None:
+        criterion.to(runtime.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, settings["warmup"]))
+    center_optimizer = criterion.center_optimizer(settings["center_lr"]) if criterion is not None else None
+    _seed_everything(settings["seed"] + 1_000_003 * (runtime.rank + 1))  # from here on, each rank its own stream
+    generator = torch.Generator().manual_seed(settings["seed"] + 7919 * runtime.rank)
+    return _Training(model, criterion, optimizer, center_optimizer, scheduler, generator, history=[])
+
+
+def _fit(task_class, settings, out, checkpoint, runtime, cache_dir, progress):
+    data = layouts.load(settings["data_root"])
+    images = training_images(data, settings["train_folds"], settings.get("val_folds"))
+    pairs = validation_pairs(data, settings.get("val_folds")) if task_class is IdentityTask else data.pairs.iloc[:0]
+    task = task_class(settings, images, pairs)
+    size = settings["image_size"]
+    faces = _load_faces(runtime, images, size, cache_dir, progress)
+    # only rank 0 validates (and picks the best epoch); the other ranks wait for it at the end of the epoch
+    validation = _Validation(pairs, data.images, size, runtime.device, cache_dir, progress) \
+        if len(pairs) and runtime.is_main else None
+
+    p, k = settings["batch"]
+    sampler = PKSampler(images["identity"].to_numpy(), p, k, seed=settings["seed"], rank=runtime.rank,
+                        world_size=runtime.world_size)
+    if len(sampler) == 0:
+        raise FacelibError(f"--batch {p} {k}: needs at least {p * runtime.world_size} training identities "
+                           f"({runtime.world_size} process(es)), the data has {images['identity'].nunique()}")
+    run = _start(task, settings, settings["epochs"] * len(sampler), runtime)
+    if checkpoint is not None:
+        run.restore(checkpoint, runtime)
+    net = DistributedDataParallel(run.model) if runtime.world_size > 1 else run.model
+
+    config = dict(settings=settings, image_size=size, world_size=runtime.world_size, device=str(runtime.device),
+                  training_images=len(images), identities=int(images["identity"].nunique()),
+                  validation_pairs=len(pairs), steps_per_epoch=len(sampler), **task.config_extras(run.model))
+    files = {name: out / file for name, file in task.files.items() if file}
+    if runtime.is_main:
+        atomic_write_text(files["config"], json.dumps(config, indent=2, default=str) + "\n")
+        log.info("%s: %d images of %d identities, %d validation pairs, %d steps/epoch of %dx%d, %s x%d%s",
+                 settings["kind"], len(images), config["identities"], len(pairs), len(sampler), p, k,
+                 runtime.device, runtime.world_size, f", resuming after epoch {run.epoch}" if run.epoch else "")
+
+    augment = Augmentation(**settings["augmentation"])
+    while run.epoch < settings["epochs"]:
+        sampler.set_epoch(run.epoch)
+        started = time.perf_counter()
+        means = _train_epoch(run, net, task, faces, sampler, augment, runtime, settings, files, progress)
+        seconds = time.perf_counter() - started
+        run.epoch += 1
+        row = dict(epoch=run.epoch, **means, lr=run.optimizer.param_groups[0]["lr"], seconds=round(seconds, 2),
+                   images_per_s=round(len(sampler) * p * k * runtime.world_size / seconds, 1))
+        if validation is not None:
+            row["val_accuracy"] = validation.accuracy(run.model)
+        run.history.append(row)
+        score = row.get("val_accuracy", run.epoch)  # without validation pairs the latest epoch is the best
+        improved, run.best = score >= run.best, max(run.best, score)
+        rng = _gather(runtime, _rng_state(run.generator))
+        if runtime.is_main:
+            state = dict(kind=settings["kind"], config=config, **run.state(rng), **task.checkpoint_extras(run.model))
+            atomic_save(state, files["checkpoint"])
+            if files.get("best") and improved:
+                atomic_save({key: state[key] for key in _INFERENCE_KEYS if key in state}, files["best"])
+            atomic_write_text(files["metrics"], pd.DataFrame(run.history).to_csv(index=False))
+            log.info("epoch %d/%d %s", run.epoch, settings["epochs"],
+                     " ".join(f"{name}={_fmt(value)}" for name, value in row.items() if name != "epoch"))
+    return files.get("best", files["checkpoint"])
+
+
+def _train_epoch(run, net, task, faces, sampler, augment, runtime, settings, files, progress):
+    """One pass over the sampler's PK batches; returns the mean of each loss part (averaged over ranks)."""
+    net.train()
+    sums = {}
+    bar = tqdm(sampler, desc=f"{settings['kind']} epoch {run.epoch + 1}/{settings['epochs']}", unit="batch",
+               disable=not (progress and runtime.is_main), leave=False)
+    for step, indices in enumerate(bar):
+        indices = torch.as_tensor(indices)
+        batch, flipped = augment(faces[indices].to(runtime.device), run.generator, task.flippable(indices))
+        with runtime.autocast:
+            total, parts = task.loss(net, run.criterion, batch, indices, flipped)
+        # one small all-reduce per step: the logged means, and every rank sees a non-finite loss at once
+        values = _mean_over_ranks(runtime, torch.tensor([total.item(), *parts.values()], dtype=torch.float64))
+        if not math.isfinite(values[0]):
+            kept = (f"the last good checkpoint {files['checkpoint']} (epoch {run.epoch}) is kept"
+                    if run.epoch else "no epoch had finished, so there is no checkpoint")
+            raise FacelibError(f"loss became {values[0].item()} at epoch {run.epoch + 1}, step {step + 1}: "
+                               f"training stopped; {kept}. Try a lower learning rate (lr={settings['lr']}).")
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.center_optimizer is not None:
+            run.center_optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        run.optimizer.step()
+        if run.center_optimizer is not None:
+            _average_gradients(runtime, run.criterion)
+            run.criterion.step_centers(run.center_optimizer)
+        run.scheduler.step()
+        for name, value in zip(["loss", *parts], values.tolist()):
+            sums[name] = sums.get(name, 0.0) + value
+        bar.set_postfix(loss=f"{values[0].item():.3f}")
+    return {name: value / len(sampler) for name, value in sums.items()}
+
+
+_INFERENCE_KEYS = ("kind", "config", "model", "embedder", "num_ids", "identities", "epoch", "history")
+
+
+def _fmt(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _warmup_cosine(steps, warmup):
+    """lr factor per step: linear warm-up from 0.01 over the first `warmup` fraction, then cosine to 0.01."""
+    warmup_steps = max(1, round(warmup * steps))
+
+    def factor(step):
+        if step < warmup_steps:
+            return 0.01 + 0.99 * step / warmup_steps
+        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _average_gradients(runtime, module):
+    """The center-loss centers live outside DDP, so their gradients are averaged over the ranks here."""
+    if runtime.world_size == 1:
+        return
+    for parameter in module.parameters():
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= runtime.world_size
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+class _Validation:
+    """Accuracy at the best threshold on the validation pairs, each distinct image embedded once (without the
+    mirror-image average of `facelib evaluate`: half the cost, every epoch, and it ranks epochs the same way)."""
+
+    def __init__(self, pairs, all_images, size, device, cache_dir, progress):
+        self.pairs, self.device = pairs, device
+        paths = pd.unique(pairs[["a", "b"]].to_numpy().ravel())
+        self.images = all_images.drop_duplicates("path").set_index("path").loc[paths].reset_index()
+        self.faces = load_images(self.images, size, cache_dir, progress=progress)
+
+    def accuracy(self, model):
+        vectors = evaluation.embed_images(models.export_embedder(model), self.faces, flip=False, cache=False,
+                                          device=self.device)
+        scores, same = evaluation.Embeddings(self.images, vectors).scores(self.pairs), self.pairs["same"].to_numpy(bool)
+        return float((evaluation.predicted_same(scores, evaluation.best_threshold(scores, same)) == same).mean())

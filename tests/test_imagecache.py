@@ -1,0 +1,117 @@
+import os
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from facelib import imagecache
+from facelib.errors import FacelibError
+from facelib.imagecache import NO_AUGMENTATION, Augmentation, load_images, to_model_input
+
+
+def write_image(path, pixels):
+    Image.fromarray(pixels).save(path)  # PNG: lossless, so decoded pixels can be checked exactly
+    return str(path)
+
+
+def quadrants(height=40, width=60):
+    """An image whose four quadrants (of the centre square and of the whole) have distinct colours."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:, : width // 2] = (255, 0, 0)
+    pixels[:, width // 2:] = (0, 0, 255)
+    pixels[height // 2:, :, 1] = 255
+    return pixels
+
+
+@pytest.fixture
+def table(tmp_path):
+    paths = [write_image(tmp_path / f"{i}.png", quadrants()) for i in range(3)]
+    return pd.DataFrame({"path": paths, "box": [None, (0, 0, 20, 20), (50, 30, 70, 50)]})
+
+
+def test_shapes_dtype_and_crops(table, tmp_path):
+    faces = load_images(table, 16, cache_dir=tmp_path / "cache", progress=False)
+    assert faces.shape == (3, 3, 16, 16) and faces.dtype == torch.uint8
+    # no box: the centre square (40x40 of 60x40) keeps both halves, left red and right blue
+    assert faces[0, :, 4, 2].tolist() == [255, 0, 0] and faces[0, :, 4, 13].tolist() == [0, 0, 255]
+    # box inside the top-left quadrant: all red
+    assert (faces[1, 0] == 255).all() and (faces[1, 1:] == 0).all()
+    # box partly outside the bottom-right corner: blue + green inside, zero padding outside
+    assert faces[2, :, 2, 2].tolist() == [0, 255, 255]
+    assert faces[2, :, 12, 12].tolist() == [0, 0, 0]
+
+
+def test_cache_is_reused_and_invalidated_when_a_file_changes(table, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = load_images(table, 16, cache_dir=cache, progress=False)
+    assert len(list(cache.glob("*.pt"))) == 1
+
+    def no_decoding(*args):
+        raise AssertionError("decoded although the cache is valid")
+
+    monkeypatch.setattr(imagecache, "decode_face", no_decoding)
+    assert torch.equal(load_images(table, 16, cache_dir=cache, progress=False), first)
+    monkeypatch.undo()
+
+    write_image(table["path"][0], np.full((40, 60, 3), 7, np.uint8))
+    os.utime(table["path"][0], ns=(1, 1))  # a different mtime even on coarse file-system clocks
+    changed = load_images(table, 16, cache_dir=cache, progress=False)
+    assert (changed[0] == 7).all() and torch.equal(changed[1:], first[1:])
+    assert len(list(cache.glob("*.pt"))) == 2
+
+    load_images(table, 8, cache_dir=cache, progress=False)  # another size: another cache file
+    assert len(list(cache.glob("*.pt"))) == 3
+
+
+def test_default_cache_dir_follows_the_environment(table, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACELIB_CACHE", str(tmp_path / "env-cache"))
+    load_images(table, 8, progress=False)
+    assert len(list((tmp_path / "env-cache").glob("faces-8px-3-*.pt"))) == 1
+
+
+def test_missing_or_corrupt_images_name_the_file(table, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(FacelibError, match="broken.jpg"):
+        load_images(pd.DataFrame({"path": [str(broken)]}), 8, cache_dir=tmp_path / "cache", progress=False)
+    with pytest.raises(FacelibError, match="missing.png: image file not found"):
+        load_images(pd.DataFrame({"path": [str(tmp_path / "missing.png")]}), 8, cache_dir=tmp_path, progress=False)
+
+
+def test_model_input_is_normalised_and_channels_last():
+    batch = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 1, 2).expand(2, 3, 2, 2)
+    x = to_model_input(batch)
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    assert x[0, 0, 0].tolist() == [-1.0, 1.0]
+
+
+def test_augmentation_flip_mask_matches_the_flipped_images():
+    batch = torch.randint(0, 256, (64, 3, 12, 12), dtype=torch.uint8)
+    flip_only = Augmentation(flip=0.5, scale=(1.0, 1.0), shift=0.0, rotate=0.0, brightness=0.0, contrast=0.0, erase=0.0)
+    x, flipped = flip_only(batch, torch.Generator().manual_seed(0))
+    plain = to_model_input(batch)
+    assert 0 < flipped.sum() < 64
+    assert torch.allclose(x[flipped], plain[flipped].flip(-1), atol=1e-5)
+    assert torch.allclose(x[~flipped], plain[~flipped], atol=1e-5)
+    allowed = torch.arange(64) % 2 == 0
+    _, flipped = flip_only(batch, torch.Generator().manual_seed(0), flippable=allowed)
+    assert not flipped[~allowed].any()
+
+
+def test_augmentation_is_per_sample_seeded_and_shaped():
+    batch = torch.full((32, 3, 16, 16), 128, dtype=torch.uint8)
+    augment = Augmentation(erase=1.0)
+    first, _ = augment(batch, torch.Generator().manual_seed(1))
+    again, _ = augment(batch, torch.Generator().manual_seed(1))
+    assert torch.equal(first, again)
+    assert first.shape == (32, 3, 16, 16) and first.is_contiguous(memory_format=torch.channels_last)
+    assert first.min() >= -1 and first.max() <= 1
+    assert len(torch.unique(first[:, 0, 8, 8])) > 16  # brightness differs from sample to sample
+    erased, _ = replace(NO_AUGMENTATION, erase=1.0)(batch, torch.Generator().manual_seed(1))
+    zeros = (erased == 0).all(1).flatten(1).sum(1)  # one rectangle of 2-20% of the 256 pixels per sample
+    assert ((zeros >= 2) & (zeros <= 0.2 * 256 + 16)).all()
+    x, flipped = NO_AUGMENTATION(batch, torch.Generator().manual_seed(1))
+    assert torch.allclose(x, to_model_input(batch), atol=1e-5) and not flipped.any()

@@ -1,0 +1,211 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from facelib import layouts, losses, models, training
+from facelib.errors import FacelibError
+
+SIZE = 32  # pixels: tiny images keep every run here to a few seconds on 2 CPU cores
+YAW = {1: -45.0, 2: 0.0, 3: 45.0}  # camera code -> yaw, so each side view has a mirror code
+FAST = dict(image_size=SIZE, batch=(2, 4), progress=False)
+
+
+def write_tiny_kface(root, identities=6, evaluated=2, seed=0):
+    """A K-Face layout of coloured cartoon 'faces': each identity has its own colours and mark position,
+    the camera code moves the mark sideways, the expression changes a stripe. `evaluated` identities are
+    held out for the validate pairs (frontal vs side, half same)."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    people = {f"{i:03d}": rng.integers(0, 256, size=(2, 3)) for i in range(identities + evaluated)}
+
+    def face(identity, angle, expression):
+        background, mark = people[identity]
+        pixels = np.empty((48, 48, 3), np.uint8)
+        pixels[:] = background
+        x = 18 + int(YAW[angle] / 6)
+        pixels[14:34, x:x + 12] = mark
+        pixels[38:40 + 2 * expression, 10:38] = 255 - mark
+        return Image.fromarray(pixels)
+
+    def save(folder, identity, angle, expression):
+        name = f"{identity}_S001_L1_E0{expression}_C{angle}_cropped.jpg"
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        face(identity, angle, expression).save(root / folder / name, quality=95)
+        return name
+
+    ids = list(people)
+    train = [(save("train", i, a, e), i, YAW[a]) for i in ids[:identities] for a in YAW for e in (1, 2)]
+    pd.DataFrame(train, columns=["file_name", "face_id", "yaw"]).to_csv(root / "train" / "train_meta.csv", index=False)
+    held_out = ids[identities:]
+    rows = []
+    for position, identity in enumerate(held_out):
+        other = held_out[(position + 1) % len(held_out)]
+        for side in (1, 3):
+            frontal = save("validate", identity, 2, 1)
+            rows.append((frontal, save("validate", identity, side, 2), 0))
+            rows.append((frontal, save("validate", other, side, 1), 1))
+    pd.DataFrame(rows, columns=["image1", "image2", "label"]).to_csv(root / "validate" / "validate_label.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_tiny_kface(tmp_path_factory.mktemp("kface") / "data")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FACELIB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def weights(path):
+    return torch.load(path, weights_only=False)["model"]
+
+
+def test_pretext_labels_mirror_camera_codes_and_expressions_stay(tiny_data):
+    images = training.training_images(layouts.load(tiny_data))
+    labels = training.pretext_labels(images)
+    assert labels.classes == {"angle": [1, 2, 3], "expression": [1, 2]}
+    angle = labels.targets[:, 0]
+    assert torch.equal(labels.mirrored[:, 0], 2 - angle)  # C1 (-45) <-> C3 (+45), C2 (0) stays
+    assert torch.equal(labels.mirrored[:, 1], labels.targets[:, 1])
+    assert labels.flippable.all()
+
+
+def test_pretext_labels_without_a_known_mirror_forbid_flipping():
+    images = pd.DataFrame({"angle": pd.array([1, 2, 3], dtype="Int64"), "expression": pd.array([1, 1, 2], dtype="Int64"),
+                           "yaw": [-45.0, 0.0, 30.0], "view": None, "facing": None})
+    labels = training.pretext_labels(images)
+    assert labels.flippable.tolist() == [False, True, False]
+
+
+def test_cfp_style_labels_flip_facing_and_ignore_unknown_facing():
+    images = pd.DataFrame({"angle": pd.array([pd.NA] * 3, dtype="Int64"), "expression": pd.array([pd.NA] * 3, dtype="Int64"),
+                           "view": ["frontal", "profile", "profile"], "facing": [None, "left", "right"]})
+    labels = training.pretext_labels(images)
+    assert labels.classes == {"view": ["frontal", "profile"], "facing": ["left", "right"]}
+    assert labels.targets.tolist() == [[0, training.IGNORE], [1, 0], [1, 1]]
+    assert labels.mirrored.tolist() == [[0, training.IGNORE], [1, 1], [1, 0]]
+    assert labels.flippable.all()
+
+
+def test_pretext_then_triarchy_writes_every_run_file(tiny_data, tmp_path):
+    pretext = training.train_pretext(tiny_data, tmp_path / "run", epochs=1, **FAST)
+    assert pretext == tmp_path / "run" / "pretext.pt"
+    checkpoint = torch.load(pretext, weights_only=False)
+    assert checkpoint["kind"] == "pretext" and checkpoint["heads"] == {"angle": 3, "expression": 2}
+    assert (tmp_path / "run" / "pretext_metrics.csv").is_file() and (tmp_path / "run" / "pretext.log").is_file()
+
+    best = training.train_identity(tiny_data, tmp_path / "run", init=pretext, epochs=2, **FAST)
+    assert best == tmp_path / "run" / "model.pt"
+    for name in ["model.pt", "last.pt", "metrics.csv", "config.json", "train.log"]:
+        assert (tmp_path / "run" / name).is_file(), name
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["inference_parameters"] == 4_663_420
+    assert config["settings"]["init"] == str(pretext) and config["image_size"] == SIZE
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2]
+    assert {"loss", "id", "triplet", "center", "lr", "val_accuracy", "seconds", "images_per_s"} <= set(metrics)
+    assert metrics["val_accuracy"].between(0, 1).all()
+    saved_best = torch.load(best, weights_only=False)
+    assert saved_best["epoch"] == 1 + int(metrics["val_accuracy"].iloc[1] >= metrics["val_accuracy"].iloc[0])
+    assert "optimizer" not in saved_best  # the best model is for inference; last.pt carries the training state
+    embedder = models.load_embedder(best)
+    assert embedder.image_size == SIZE and models.count_parameters(embedder) == 4_663_420
+    assert "epoch 2/2" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_pretext_backbone_initialises_triarchy(tiny_data, tmp_path, monkeypatch):
+    pretext = training.train_pretext(tiny_data, tmp_path / "run", epochs=1, **FAST)
+    loaded = {}
+    original = models.load_backbone_from_pretext
+
+    def spy(model, path):
+        original(model, path)
+        loaded.update({name: value.clone() for name, value in model.embedder.backbone.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(models, "load_backbone_from_pretext", spy)
+    training.train_identity(tiny_data, tmp_path / "run", init=pretext, epochs=1, **FAST)
+    backbone = models.backbone_state(weights(pretext), "backbone.")
+    assert loaded and all(torch.equal(loaded[name], value) for name, value in backbone.items())
+
+
+def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monkeypatch):
+    straight = training.train_identity(tiny_data, tmp_path / "straight", epochs=2, seed=3, **FAST)
+
+    # interrupt the second run during epoch 2 (a failing loss), then resume it
+    calls = {"n": 0}
+    steps_per_epoch = json.loads((tmp_path / "straight" / "config.json").read_text())["steps_per_epoch"]
+    original = losses.TriarchyCriterion.forward
+
+    def failing(self, *args):
+        calls["n"] += 1
+        if calls["n"] > steps_per_epoch:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(losses.TriarchyCriterion, "forward", failing)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_identity(tiny_data, tmp_path / "resumed", epochs=2, seed=3, **FAST)
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["epoch"] == 1
+    monkeypatch.setattr(losses.TriarchyCriterion, "forward", original)
+    training.train_identity(tiny_data, tmp_path / "resumed", epochs=2, seed=3, resume=True, **FAST)
+
+    a, b = torch.load(tmp_path / "straight" / "last.pt", weights_only=False), torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    assert all(torch.equal(a["model"][name], b["model"][name]) for name in a["model"])
+    assert torch.equal(a["criterion"]["center_loss.centers"], b["criterion"]["center_loss.centers"])
+    assert pd.read_csv(tmp_path / "resumed" / "metrics.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_a_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = losses.TriarchyCriterion.forward
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        total, parts = original(self, *args)
+        # 36 images // (P=2 x K=4) = 4 steps per epoch: call 6 is epoch 2, step 2
+        return (total * float("nan"), parts) if calls["n"] == 6 else (total, parts)
+
+    monkeypatch.setattr(losses.TriarchyCriterion, "forward", poisoned)
+    with pytest.raises(FacelibError, match=r"loss became nan at epoch 2, step 2.*last.pt \(epoch 1\) is kept"):
+        training.train_identity(tiny_data, tmp_path / "run", epochs=3, **FAST)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 1
+    assert "loss became nan" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_cfp_fold_options_are_rejected_for_split_layouts(tiny_data, tmp_path):
+    with pytest.raises(FacelibError, match="CFP"):
+        training.train_identity(tiny_data, tmp_path / "run", train_folds=[1], epochs=1, **FAST)
+
+
+TORCHRUN_SCRIPT = """
+import sys
+from facelib import training
+training.train_identity(sys.argv[1], sys.argv[2], epochs=1, image_size=32, batch=(2, 2), progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_two_process_torchrun(tiny_data, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(tiny_data),
+                             str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["world_size"] == 2 and config["steps_per_epoch"] == 4  # 36 images // (P=2 x K=2 x 2 ranks)
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert len(checkpoint["rng"]) == 2  # both ranks' RNG states, for an exact resume
+    assert pd.read_csv(tmp_path / "run" / "metrics.csv")["epoch"].tolist() == [1]
