@@ -28,7 +28,7 @@ NOTEBOOKS = [
 
 # `default` is the README's main job (2 CPU cores, under 15 minutes); `smoke` checks that every cell runs.
 PROFILES = {
-    "default": dict(image_size=64, pretext_epochs=6, epochs=40, batch=(8, 8), ablations=False),
+    "default": dict(image_size=64, pretext_epochs=4, epochs=18, batch=(8, 8), ablations=False),
     "smoke": dict(identities=16, image_size=32, pretext_epochs=1, epochs=2, batch=(4, 4), ablations=True),
 }
 

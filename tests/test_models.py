@@ -81,3 +81,8 @@ def test_load_embedder_returns_exported_weights(tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x)[0], atol=1e-5)
     assert loaded.kind == "triarchy"
+
+
+def test_batchnorm_statistics_follow_training_at_pytorch_momentum():
+    momenta = [m.momentum for m in EmbeddingNet().modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(momenta) > 40 and all(momentum == pytest.approx(0.1) for momentum in momenta)
