@@ -206,7 +206,7 @@ class PretextTask:
     files = dict(checkpoint="pretext.pt", best=None, metrics="pretext_metrics.csv",
                  config="pretext_config.json", log="pretext.log")
 
-    def __init__(self, settings, images, pairs):
+    def __init__(self, settings, images):
         self.settings = settings
         self.labels = pretext_labels(images)
         self.heads = {name: len(values) for name, values in self.labels.classes.items()}
@@ -234,8 +234,7 @@ class PretextTask:
     def checkpoint_extras(self, model):
         return dict(heads=self.heads, classes=self.labels.classes)
 
-    def config_extras(self, model):
-        return dict(heads=self.heads, classes=self.labels.classes)
+    config_extras = checkpoint_extras
 
 
 class IdentityTask:
@@ -243,11 +242,10 @@ class IdentityTask:
 
     files = dict(checkpoint="last.pt", best="model.pt", metrics="metrics.csv", config="config.json", log="train.log")
 
-    def __init__(self, settings, images, pairs):
+    def __init__(self, settings, images):
         self.settings = settings
         codes, self.identities = pd.factorize(images["identity"], sort=True)
         self.targets = torch.from_numpy(codes.astype(np.int64))
-        self.pairs = pairs
 
     def build(self):
         s = self.settings
@@ -470,7 +468,7 @@ def _fit(task_class, settings, out, checkpoint, runtime, cache_dir, progress):
     data = layouts.load(settings["data_root"])
     images = training_images(data, settings["train_folds"], settings.get("val_folds"))
     pairs = validation_pairs(data, settings.get("val_folds")) if task_class is IdentityTask else data.pairs.iloc[:0]
-    task = task_class(settings, images, pairs)
+    task = task_class(settings, images)
     size = settings["image_size"]
     faces = _load_faces(runtime, images, size, cache_dir, progress)
     # only rank 0 validates (and picks the best epoch); the other ranks wait for it at the end of the epoch
@@ -478,11 +476,11 @@ def _fit(task_class, settings, out, checkpoint, runtime, cache_dir, progress):
         if len(pairs) and runtime.is_main else None
 
     p, k = settings["batch"]
-    sampler = PKSampler(images["identity"].to_numpy(), p, k, seed=settings["seed"], rank=runtime.rank,
-                        world_size=runtime.world_size)
-    if len(sampler) == 0:
-        raise FacelibError(f"--batch {p} {k}: needs at least {p * runtime.world_size} training identities "
-                           f"({runtime.world_size} process(es)), the data has {images['identity'].nunique()}")
+    try:
+        sampler = PKSampler(images["identity"].to_numpy(), p, k, seed=settings["seed"], rank=runtime.rank,
+                            world_size=runtime.world_size)
+    except ValueError as error:
+        raise FacelibError(f"--batch {p} {k}: {error}") from None
     run = _start(task, settings, settings["epochs"] * len(sampler), runtime)
     if checkpoint is not None:
         run.restore(checkpoint, runtime)
