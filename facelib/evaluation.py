@@ -67,12 +67,15 @@ def _embed_cached(model, images, batch_size, flip, cache, device, progress):
     cache_file = cache_dir / f"embeddings-{len(images)}-{_embedding_key(model, images, flip)[:24]}.npy"
     if cache_file.exists():
         try:
-            return np.load(cache_file)
+            vectors = np.load(cache_file)
+            imagecache.touch(cache_file)
+            return vectors
         except (OSError, ValueError):
             pass  # unreadable cache file: embed again and replace it
     vectors = _embed(model, _faces(model, images, cache_dir, progress), batch_size, flip, device, progress)
     with atomic_path(cache_file) as tmp, open(tmp, "wb") as file:  # a file object: np.save adds no suffix
         np.save(file, vectors)
+    imagecache.prune(cache_dir, keep=cache_file)
     return vectors
 
 

@@ -28,8 +28,51 @@ from facelib.io_utils import atomic_save
 CACHE_FORMAT = 1  # bump when the decoding changes, so old cache files are not reused
 
 
+DEFAULT_CACHE_LIMIT_MB = 2048
+
+
 def default_cache_dir():
     return Path(os.environ.get("FACELIB_CACHE") or Path.home() / ".cache" / "facelib")
+
+
+def cache_limit_bytes():
+    """The cache folder's size cap: $FACELIB_CACHE_LIMIT_MB, default 2 GiB."""
+    value = os.environ.get("FACELIB_CACHE_LIMIT_MB", DEFAULT_CACHE_LIMIT_MB)
+    try:
+        return int(float(value) * 2**20)
+    except ValueError:
+        raise FacelibError(f"FACELIB_CACHE_LIMIT_MB: expected a number of megabytes, got {value!r}") from None
+
+
+def touch(cache_file):
+    """Mark a cache file as just used, so pruning removes the least recently used files first."""
+    try:
+        os.utime(cache_file)
+    except OSError:
+        pass  # a read-only cache still works; it is only pruned less well
+
+
+def prune(cache_dir, keep=None, limit=None):
+    """Delete the least recently used faces-*/embeddings-* files until the folder fits `limit` bytes (default:
+    `cache_limit_bytes()`); `keep`, the file just written, always stays. Every model evaluated adds embeddings,
+    so without this the folder grows for ever."""
+    limit = cache_limit_bytes() if limit is None else limit
+    files = []
+    for path in Path(cache_dir).glob("*-*"):
+        if path.name.startswith(("faces-", "embeddings-")) and path.is_file():
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # removed meanwhile by another process
+            files.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in files)
+    for _, size, path in sorted(files, key=lambda item: item[0]):
+        if total <= limit:
+            break
+        if keep is not None and path == Path(keep):
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
 
 
 def _box_or_none(box):
@@ -73,13 +116,14 @@ def cache_key(images, size):
 
 def load_images(images, size, cache_dir=None, progress=True):
     """uint8 tensor [N, 3, size, size] of the faces in `images` (rows in table order), decoded once and
-    cached in `cache_dir` (default: $FACELIB_CACHE or ~/.cache/facelib)."""
+    cached in `cache_dir` (default: $FACELIB_CACHE or ~/.cache/facelib; capped by `prune`)."""
     size = int(size)
     cache_file = Path(cache_dir or default_cache_dir()) / f"faces-{size}px-{len(images)}-{cache_key(images, size)[:24]}.pt"
     if cache_file.exists():
         try:
             cached = torch.load(cache_file, weights_only=True)
             if cached.dtype == torch.uint8 and cached.shape == (len(images), 3, size, size):
+                touch(cache_file)
                 return cached
         except (RuntimeError, OSError, EOFError):
             pass  # unreadable cache file: decode again and replace it
@@ -91,6 +135,7 @@ def load_images(images, size, cache_dir=None, progress=True):
                           desc=f"decoding {size}px faces", unit="img", disable=not progress, leave=False))
     batch = torch.stack(faces) if faces else torch.empty(0, 3, size, size, dtype=torch.uint8)
     atomic_save(batch, cache_file)
+    prune(cache_file.parent, keep=cache_file)
     return batch
 
 

@@ -72,6 +72,31 @@ def test_default_cache_dir_follows_the_environment(table, tmp_path, monkeypatch)
     assert len(list((tmp_path / "env-cache").glob("faces-8px-3-*.pt"))) == 1
 
 
+def test_the_cache_keeps_to_its_size_limit_dropping_the_least_recently_used(table, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    sizes = [8, 12, 16]
+    for age, size in enumerate(sizes):  # written oldest first
+        load_images(table, size, cache_dir=cache, progress=False)
+        os.utime(next(cache.glob(f"faces-{size}px-*")), (1000 + age, 1000 + age))
+    load_images(table, 8, cache_dir=cache, progress=False)  # a cache hit marks the 8px file as just used
+    unrelated = cache / "notes.txt"
+    unrelated.write_text("not a cache file")
+    one_file = max(f.stat().st_size for f in cache.glob("faces-*"))
+
+    monkeypatch.setenv("FACELIB_CACHE_LIMIT_MB", str(2.5 * one_file / 2**20))
+    load_images(table, 20, cache_dir=cache, progress=False)  # a fourth file: two must go
+    assert sorted(int(f.name.split("-")[1][:-2]) for f in cache.glob("faces-*")) == [8, 20]
+    assert unrelated.exists()
+
+    monkeypatch.setenv("FACELIB_CACHE_LIMIT_MB", "0")  # the file just written always stays
+    load_images(table, 24, cache_dir=cache, progress=False)
+    assert [f.name.split("-")[1] for f in cache.glob("faces-*")] == ["24px"]
+
+    monkeypatch.setenv("FACELIB_CACHE_LIMIT_MB", "lots")
+    with pytest.raises(FacelibError, match="FACELIB_CACHE_LIMIT_MB"):
+        load_images(table, 28, cache_dir=cache, progress=False)
+
+
 def test_missing_or_corrupt_images_name_the_file(table, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
