@@ -68,10 +68,11 @@ TITLES = {
     "pretext-features": "Pretext backbone features only",
     "classical": "Classical: HOG + PCA + LDA",
 }
-# Sized for about an hour on 2 otherwise idle CPU cores (~31 s per identity epoch of 5600 faces at 64px): a short
-# pretext (view + facing is learnt fast), 25 identity epochs (an epoch covers every training image once), PK
-# batches of 16 identities x 4 faces (more negatives per batch than 8x8; better on the synthetic set) and lr 1e-3
-# (these nets start from scratch; a probe at 1e-3 lowered the identity loss from the first epoch).
+# Sized for under an hour on 2 otherwise idle CPU cores (42 min measured; ~31 s per identity epoch of 5600 faces
+# at 64px): a short pretext (view + facing is learnt fast), 25 identity epochs (an epoch covers every training
+# image once; 50 scored higher, see results/experiments.md), PK batches of 16 identities x 4 faces (more
+# negatives per batch than 8x8; better on the synthetic set) and lr 1e-3 (these nets start from scratch; a probe
+# at 1e-3 lowered the identity loss from the first epoch).
 FULL = dict(image_size=64, pretext_epochs=3, epochs=25, batch=(16, 4), lr=1e-3, classical_size=96)
 QUICK = dict(image_size=32, pretext_epochs=1, epochs=2, batch=(16, 4), lr=None, classical_size=32)
 

@@ -72,10 +72,11 @@ def _embed_cached(model, images, batch_size, flip, cache, device, progress):
             return vectors
         except (OSError, ValueError):
             pass  # unreadable cache file: embed again and replace it
+    limit = imagecache.cache_limit_bytes()  # a bad setting fails before the embedding, not after
     vectors = _embed(model, _faces(model, images, cache_dir, progress), batch_size, flip, device, progress)
     with atomic_path(cache_file) as tmp, open(tmp, "wb") as file:  # a file object: np.save adds no suffix
         np.save(file, vectors)
-    imagecache.prune(cache_dir, keep=cache_file)
+    imagecache.prune(cache_dir, keep=cache_file, limit=limit)
     return vectors
 
 

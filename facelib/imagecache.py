@@ -127,6 +127,7 @@ def load_images(images, size, cache_dir=None, progress=True):
                 return cached
         except (RuntimeError, OSError, EOFError):
             pass  # unreadable cache file: decode again and replace it
+    limit = cache_limit_bytes()  # a bad setting fails before the decoding, not after
     boxes = images["box"].map(_box_or_none) if "box" in images else [None] * len(images)
     jobs = list(zip(images["path"], boxes))
     # Decoding and resizing release the GIL, so threads decode in parallel without process start-up costs.
@@ -135,7 +136,7 @@ def load_images(images, size, cache_dir=None, progress=True):
                           desc=f"decoding {size}px faces", unit="img", disable=not progress, leave=False))
     batch = torch.stack(faces) if faces else torch.empty(0, 3, size, size, dtype=torch.uint8)
     atomic_save(batch, cache_file)
-    prune(cache_file.parent, keep=cache_file)
+    prune(cache_file.parent, keep=cache_file, limit=limit)
     return batch
 
 

@@ -95,6 +95,7 @@ def test_the_cache_keeps_to_its_size_limit_dropping_the_least_recently_used(tabl
     monkeypatch.setenv("FACELIB_CACHE_LIMIT_MB", "lots")
     with pytest.raises(FacelibError, match="FACELIB_CACHE_LIMIT_MB"):
         load_images(table, 28, cache_dir=cache, progress=False)
+    assert not list(cache.glob("faces-28px-*"))  # refused before any work
 
 
 def test_missing_or_corrupt_images_name_the_file(table, tmp_path):
