@@ -2,6 +2,12 @@
 
 Defaults follow the original entry, which took them from reid-strong-baseline (Luo et al. 2019):
 label smoothing 0.1, triplet weight 1, center-loss weight 5e-4 with its own SGD optimiser (lr 0.5).
+
+One departure, on by default: the triplet distances are taken between unit-normalised embeddings
+(pytorch-metric-learning's default distance, and the cosine geometry that verification scores with). The
+original uses the raw embedding; with the identity logits behind BatchNorm nothing holds its scale up,
+weight decay shrinks it (norm about 0.26 on the synthetic default), and the soft margin then sits at
+softplus(0) = 0.69 and ranks all triplets alike. `normalize=False` restores the original.
 """
 
 import torch
@@ -20,9 +26,16 @@ class SoftMarginTripletLoss(nn.Module):
 
     For each anchor the farthest positive and the closest negative in the batch are used. The soft
     margin replaces the hinge max(0, m + d_ap - d_an) and keeps pulling even satisfied triplets.
+    normalize: measure distances between the L2-normalised embeddings (see the module docstring).
     """
 
+    def __init__(self, normalize=True):
+        super().__init__()
+        self.normalize = normalize
+
     def forward(self, embeddings, labels):
+        if self.normalize:
+            embeddings = F.normalize(embeddings, dim=1)
         distances = pairwise_distances(embeddings)
         same = labels[:, None] == labels[None, :]
         hardest_positive = distances.masked_fill(~same, float("-inf")).amax(dim=1)
@@ -51,10 +64,10 @@ class TriarchyCriterion(nn.Module):
     """
 
     def __init__(self, num_ids, dim=512, label_smoothing=0.1, triplet_weight=1.0, center_weight=5e-4,
-                 use_center=True):
+                 use_center=True, normalize_triplet=True):
         super().__init__()
         self.identity_loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.triplet_loss = SoftMarginTripletLoss()
+        self.triplet_loss = SoftMarginTripletLoss(normalize=normalize_triplet)
         self.center_loss = CenterLoss(num_ids, dim) if use_center else None
         self.triplet_weight = triplet_weight
         self.center_weight = center_weight

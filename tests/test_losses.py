@@ -13,7 +13,22 @@ def test_batch_hard_triplet_with_soft_margin_on_a_hand_computed_case():
     # hardest positive / closest negative per anchor: (1,3) (1,2) (4,2) (4,6)
     expected = (math.log1p(math.exp(1 - 3)) + math.log1p(math.exp(1 - 2))
                 + math.log1p(math.exp(4 - 2)) + math.log1p(math.exp(4 - 6))) / 4
-    assert math.isclose(SoftMarginTripletLoss()(embeddings, labels).item(), expected, rel_tol=1e-5)
+    assert math.isclose(SoftMarginTripletLoss(normalize=False)(embeddings, labels).item(), expected, rel_tol=1e-5)
+
+
+def test_normalised_triplet_measures_directions_on_a_hand_computed_case():
+    # unit directions: identity 0 both along x; identity 1 along y and along the diagonal
+    embeddings = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 5.0], [3.0, 3.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    diagonal, right_angle = math.sqrt(2 - math.sqrt(2)), math.sqrt(2)  # |x - diag|, |x - y| on the unit circle
+    # hardest positive / closest negative per anchor: (0, diag) (0, diag) (diag, right) (diag, diag)
+    expected = (2 * math.log1p(math.exp(-diagonal)) + math.log1p(math.exp(diagonal - right_angle))
+                + math.log(2)) / 4
+    loss = SoftMarginTripletLoss(normalize=True)
+    assert math.isclose(loss(embeddings, labels).item(), expected, rel_tol=1e-5)
+    # the raw-embedding loss of the same points differs, and the normalised one ignores the scale
+    assert not math.isclose(SoftMarginTripletLoss(normalize=False)(embeddings, labels).item(), expected, rel_tol=1e-3)
+    assert math.isclose(loss(0.01 * embeddings, labels).item(), expected, rel_tol=1e-5)
 
 
 def test_triplet_gradient_is_finite_for_identical_embeddings():
