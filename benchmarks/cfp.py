@@ -89,8 +89,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, nargs=2, metavar=("P", "K"), help=f"PK batch (full: {FULL['batch']})")
     parser.add_argument("--lr", type=float, help=f"identity training learning rate (full: {FULL['lr']}, quick: "
                                                  "facelib.training's default)")
-    parser.add_argument("--raw-triplet", action="store_true",
-                        help="triplet loss on the raw embedding, as the original (default: unit-normalised)")
+    parser.add_argument("--unit-triplet", action="store_true",
+                        help="triplet distances between unit-normalised embeddings (default: raw, as the original)")
     parser.add_argument("--classical-size", type=int, help=f"face size for HOG (full: {FULL['classical_size']})")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--seed", type=int, default=0)
@@ -147,10 +147,10 @@ def train_pretext(args):
 def train_network(args, method, pretext):
     kind, uses_pretext = NETWORKS[method]
     out = run_folder(args, method, args.epochs, pretext=args.pretext_epochs if uses_pretext else None, lr=args.lr,
-                     triplet="raw" if args.raw_triplet else None)
+                     triplet="unit" if args.unit_triplet else None)
     options = {} if args.lr is None else {"lr": args.lr}  # else training's default
-    if args.raw_triplet:
-        options["normalize_triplet"] = False
+    if args.unit_triplet:
+        options["normalize_triplet"] = True
     train(training.train_identity, out, "last.pt", args.epochs, data_root=args.data, model=kind,
           init=pretext if uses_pretext else None, image_size=args.image_size, batch=tuple(args.batch),
           seed=args.seed, train_folds=TRAIN_FOLDS, val_folds=[HELD_OUT_FOLD], device=args.device, **options)
@@ -323,7 +323,7 @@ def write_results(args, rows, command, started, started_at):
               f"({len(rows)} of {len(args.methods)} methods), {machine()}.",
               f"Networks: {args.image_size}px, pretext {args.pretext_epochs} epochs, identity {args.epochs} epochs, "
               f"PK batch {args.batch[0]}x{args.batch[1]}, lr {args.lr or 'default'}, "
-              f"triplet loss on the {'raw' if args.raw_triplet else 'unit-normalised'} embedding, "
+              f"triplet loss on the {'unit-normalised' if args.unit_triplet else 'raw'} embedding, "
               f"best epoch chosen on fold {HELD_OUT_FOLD}; "
               f"classical peer at {args.classical_size}px.",
               f"Accuracy: mean ± std over {THRESHOLD_BLOCKS} blocks of fold-{HELD_OUT_FOLD} pairs, each judged at the "

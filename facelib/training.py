@@ -12,7 +12,7 @@ decay 5e-4, linear warm-up from 1% of the lr, and (for short runs) a cosine deca
 stepped per iteration. The center-loss centers have their own SGD (lr 0.5). Its base lr 3.5e-4 suits nets that
 start from ImageNet weights; these start from scratch (or a short pretext), and lr 1e-3 with PK batches of
 16 x 4 reached 0.946 test accuracy on the synthetic default in 20 epochs where 3.5e-4 with 8 x 8 gave 0.899
-(benchmarks/results/synthetic.md; the triplet loss on unit-normalised embeddings then took it further).
+(benchmarks/results/synthetic.md).
 
 Run files (RUN = `out`):
     pretext: pretext.pt (resumable checkpoint; its backbone initialises `train_identity(init=...)`),
@@ -75,15 +75,15 @@ def train_pretext(data_root, out, epochs=6, image_size=64, batch=(8, 8), seed=0,
 
 def train_identity(data_root, out, init=None, model="triarchy", epochs=40, image_size=64, batch=(16, 4),
                    seed=0, resume=False, train_folds=None, val_folds=None, device="auto", lr=1e-3,
-                   weight_decay=5e-4, warmup=0.1, label_smoothing=None, triplet_weight=1.0, normalize_triplet=True,
+                   weight_decay=5e-4, warmup=0.1, label_smoothing=None, triplet_weight=1.0, normalize_triplet=False,
                    center_weight=5e-4, center_lr=0.5, augmentation=None, cache_dir=None, progress=True):
     """Train Triarchy (or the Baseline) on identities; return RUN/model.pt, the best model by validation accuracy.
 
     init: a pretext checkpoint whose backbone initialises the model. Validation pairs: the `validate` split
     (K-Face layout) or the FF and FP pairs of `val_folds` (CFP). label_smoothing defaults to 0.1 for Triarchy
     and 0 for the Baseline (plain softmax + triplet, the original's ablation). normalize_triplet: triplet
-    distances between unit-normalised embeddings (False: the raw embedding, as the original; see
-    facelib.losses). resume: continue from
+    distances between unit-normalised embeddings instead of the raw embedding (the original; see
+    facelib.losses: better on the synthetic set, collapsed on CFP). resume: continue from
     RUN/last.pt with the settings stored in it (the other arguments are ignored), to the same final weights.
     """
     if model not in models.MODELS:
@@ -261,8 +261,7 @@ class IdentityTask:
         criterion = losses.TriarchyCriterion(
             len(self.identities), label_smoothing=s["label_smoothing"], triplet_weight=s["triplet_weight"],
             center_weight=s["center_weight"] or 0.0, use_center=s["kind"] == "triarchy",
-            # runs saved before this setting existed trained on the raw embedding
-            normalize_triplet=s.get("normalize_triplet", False))
+            normalize_triplet=s.get("normalize_triplet", False))  # absent from runs saved before the option
         return model, criterion
 
     def flippable(self, indices):

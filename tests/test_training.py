@@ -111,7 +111,7 @@ def test_pretext_then_triarchy_writes_every_run_file(tiny_data, tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["inference_parameters"] == 4_663_420
     assert config["settings"]["init"] == str(pretext) and config["image_size"] == SIZE
-    assert config["settings"]["normalize_triplet"] is True
+    assert config["settings"]["normalize_triplet"] is False  # the original's raw-embedding triplet loss
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert metrics["epoch"].tolist() == [1, 2]
     assert {"loss", "id", "triplet", "center", "lr", "val_accuracy", "seconds", "images_per_s"} <= set(metrics)
