@@ -75,8 +75,9 @@ def train_pretext(data_root, out, epochs=6, image_size=64, batch=(8, 8), seed=0,
 
 def train_identity(data_root, out, init=None, model="triarchy", epochs=40, image_size=64, batch=(16, 4),
                    seed=0, resume=False, train_folds=None, val_folds=None, device="auto", lr=1e-3,
-                   weight_decay=5e-4, warmup=0.1, label_smoothing=None, triplet_weight=1.0, normalize_triplet=False,
-                   center_weight=5e-4, center_lr=0.5, augmentation=None, cache_dir=None, progress=True):
+                   weight_decay=5e-4, warmup=0.1, label_smoothing=None, triplet_weight=1.0,
+                   normalize_triplet=False, center_weight=5e-4, center_lr=0.5, augmentation=None, cache_dir=None,
+                   progress=True):
     """Train Triarchy (or the Baseline) on identities; return RUN/model.pt, the best model by validation accuracy.
 
     init: a pretext checkpoint whose backbone initialises the model. Validation pairs: the `validate` split
