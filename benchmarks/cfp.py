@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from facelib import evaluation, imagecache, layouts, models, training
+from facelib import evaluation, imagecache, layouts, losses, models, training
 from facelib.classical import ClassicalPeer
 from facelib.io_utils import atomic_write_text
 
@@ -89,8 +89,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, nargs=2, metavar=("P", "K"), help=f"PK batch (full: {FULL['batch']})")
     parser.add_argument("--lr", type=float, help=f"identity training learning rate (full: {FULL['lr']}, quick: "
                                                  "facelib.training's default)")
-    parser.add_argument("--unit-triplet", action="store_true",
-                        help="triplet distances between unit-normalised embeddings (default: raw, as the original)")
+    parser.add_argument("--triplet-scale", choices=losses.TRIPLET_SCALES, default=training.TRIPLET_SCALE,
+                        help=f"see facelib.losses (default: facelib.training's, {training.TRIPLET_SCALE})")
     parser.add_argument("--classical-size", type=int, help=f"face size for HOG (full: {FULL['classical_size']})")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--seed", type=int, default=0)
@@ -113,6 +113,11 @@ def parse_args(argv=None):
 
 
 # ----------------------------------------------------------------------------------------------- training
+
+
+def shown_path(path):
+    """A run folder as the results name it: relative to the repository when it lies inside."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def run_folder(args, name, epochs, **shaping):
@@ -147,13 +152,12 @@ def train_pretext(args):
 def train_network(args, method, pretext):
     kind, uses_pretext = NETWORKS[method]
     out = run_folder(args, method, args.epochs, pretext=args.pretext_epochs if uses_pretext else None, lr=args.lr,
-                     triplet="unit" if args.unit_triplet else None)
+                     triplet=None if args.triplet_scale == "raw" else args.triplet_scale)  # raw: as the first runs
     options = {} if args.lr is None else {"lr": args.lr}  # else training's default
-    if args.unit_triplet:
-        options["normalize_triplet"] = True
     train(training.train_identity, out, "last.pt", args.epochs, data_root=args.data, model=kind,
           init=pretext if uses_pretext else None, image_size=args.image_size, batch=tuple(args.batch),
-          seed=args.seed, train_folds=TRAIN_FOLDS, val_folds=[HELD_OUT_FOLD], device=args.device, **options)
+          seed=args.seed, train_folds=TRAIN_FOLDS, val_folds=[HELD_OUT_FOLD], device=args.device,
+          triplet_scale=args.triplet_scale, **options)
     return out
 
 
@@ -208,7 +212,7 @@ def network_row(args, method, pretext, images, pairs):
         "last_epoch": score(images, pairs, network_vectors(out / "last.pt", images, True, args.device)),
     }
     row.update(best_epoch=int(best["epoch"]), epochs=args.epochs, train_seconds=_training_seconds(out),
-               eval_seconds=round(time.perf_counter() - started, 1), run=str(out.relative_to(REPO)),
+               eval_seconds=round(time.perf_counter() - started, 1), run=shown_path(out),
                val_accuracy_by_epoch=[round(v, 4) for v in pd.read_csv(out / "metrics.csv")["val_accuracy"]],
                settings=best["config"]["settings"], parameters=best["config"].get("inference_parameters"))
     return row
@@ -228,7 +232,7 @@ def pretext_row(args, pretext, images, pairs):
     row = score(images, pairs, network_vectors(pretext, images, True, args.device))
     checkpoint = models.read_checkpoint(pretext)
     row.update(epochs=int(checkpoint["epoch"]), train_seconds=_training_seconds(pretext.parent),
-               eval_seconds=round(time.perf_counter() - started, 1), run=str(pretext.parent.relative_to(REPO)),
+               eval_seconds=round(time.perf_counter() - started, 1), run=shown_path(pretext.parent),
                settings=checkpoint["config"]["settings"], pretext_history=checkpoint["history"])
     return row
 
@@ -323,7 +327,7 @@ def write_results(args, rows, command, started, started_at):
               f"({len(rows)} of {len(args.methods)} methods), {machine()}.",
               f"Networks: {args.image_size}px, pretext {args.pretext_epochs} epochs, identity {args.epochs} epochs, "
               f"PK batch {args.batch[0]}x{args.batch[1]}, lr {args.lr or 'default'}, "
-              f"triplet loss on the {'unit-normalised' if args.unit_triplet else 'raw'} embedding, "
+              f"triplet scale {args.triplet_scale}, "
               f"best epoch chosen on fold {HELD_OUT_FOLD}; "
               f"classical peer at {args.classical_size}px.",
               f"Accuracy: mean ± std over {THRESHOLD_BLOCKS} blocks of fold-{HELD_OUT_FOLD} pairs, each judged at the "

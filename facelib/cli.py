@@ -61,8 +61,8 @@ def cmd_train(args):
     options = training_options(args)
     if args.val_folds:
         options["val_folds"] = args.val_folds
-    if args.unit_triplet:
-        options["normalize_triplet"] = True
+    if args.triplet_scale:
+        options["triplet_scale"] = args.triplet_scale
     path = training.train_identity(args.data, args.out, init=args.init, model=args.model, **options)
     print(f"best model: {path}")
 
@@ -137,9 +137,9 @@ def build_parser():
     p.add_argument("--init", help="pretext checkpoint whose backbone initialises the model")
     p.add_argument("--model", choices=["triarchy", "baseline"], default="triarchy")
     p.add_argument("--val-folds", type=fold_list, help="CFP protocol folds for validation, e.g. 9")
-    p.add_argument("--unit-triplet", action="store_true",
-                   help="triplet distances between unit-normalised embeddings (default: the raw embedding, "
-                        "as the original)")
+    p.add_argument("--triplet-scale", metavar="raw|unit|batch",
+                   help="embeddings the triplet distances are measured between: raw (the original), unit "
+                        "(L2-normalised) or batch (divided by the batch's mean norm); default: training's")
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("evaluate", help="verification and retrieval metrics of a trained model")

@@ -5,9 +5,9 @@
     Baseline     backbone -> Linear(1280, 512) -> BatchNorm1d = embedding -> Linear(512, ids)
 
 Triarchy keeps the embedding free of BatchNorm and normalises the logits instead (the BNNeck idea of
-Luo et al. 2019, moved after the classifier): the triplet and center losses see the raw embedding while
-softmax sees a normalised space. Only backbone + embedding are kept for inference (`EmbeddingNet`,
-4,663,420 parameters).
+Luo et al. 2019, moved after the classifier): the triplet and center losses see the embedding itself, not a
+BatchNorm-ed copy, while softmax sees a normalised space. Only backbone + embedding are kept for inference
+(`EmbeddingNet`, 4,663,420 parameters).
 """
 
 from pathlib import Path

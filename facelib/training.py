@@ -11,8 +11,8 @@ Optimisation follows reid-strong-baseline (Luo et al. 2019), which the original 
 decay 5e-4, linear warm-up from 1% of the lr, and (for short runs) a cosine decay instead of its step schedule,
 stepped per iteration. The center-loss centers have their own SGD (lr 0.5). Its base lr 3.5e-4 suits nets that
 start from ImageNet weights; these start from scratch (or a short pretext), and lr 1e-3 with PK batches of
-16 x 4 reached 0.946 test accuracy on the synthetic default in 20 epochs where 3.5e-4 with 8 x 8 gave 0.899
-(benchmarks/results/synthetic.md).
+16 x 4 reached 0.946 test accuracy on the synthetic default in 20 epochs where 3.5e-4 with 8 x 8 gave 0.899;
+the batch-scaled triplet distances (TRIPLET_SCALE) then 0.957 (benchmarks/results/synthetic.md).
 
 Run files (RUN = `out`):
     pretext: pretext.pt (resumable checkpoint; its backbone initialises `train_identity(init=...)`),
@@ -49,6 +49,7 @@ from facelib.io_utils import atomic_save, atomic_write_text
 from facelib.sampler import PKSampler
 
 IGNORE = -100  # target of an unknown label (cross-entropy's ignore_index)
+TRIPLET_SCALE = "batch"  # where triplet distances are measured (facelib.losses); the original used "raw"
 MIRROR_YAW_TOLERANCE = 5.0  # degrees: a camera code mirrors another when their yaws are opposite within this
 
 log = logging.getLogger(__name__)
@@ -76,26 +77,29 @@ def train_pretext(data_root, out, epochs=6, image_size=64, batch=(8, 8), seed=0,
 def train_identity(data_root, out, init=None, model="triarchy", epochs=40, image_size=64, batch=(16, 4),
                    seed=0, resume=False, train_folds=None, val_folds=None, device="auto", lr=1e-3,
                    weight_decay=5e-4, warmup=0.1, label_smoothing=None, triplet_weight=1.0,
-                   normalize_triplet=False, center_weight=5e-4, center_lr=0.5, augmentation=None, cache_dir=None,
-                   progress=True):
+                   triplet_scale=TRIPLET_SCALE, center_weight=5e-4, center_lr=0.5, augmentation=None,
+                   cache_dir=None, progress=True):
     """Train Triarchy (or the Baseline) on identities; return RUN/model.pt, the best model by validation accuracy.
 
     init: a pretext checkpoint whose backbone initialises the model. Validation pairs: the `validate` split
     (K-Face layout) or the FF and FP pairs of `val_folds` (CFP). label_smoothing defaults to 0.1 for Triarchy
-    and 0 for the Baseline (plain softmax + triplet, the original's ablation). normalize_triplet: triplet
-    distances between unit-normalised embeddings instead of the raw embedding (the original; see
-    facelib.losses: better on the synthetic set, collapsed on CFP). resume: continue from
+    and 0 for the Baseline (plain softmax + triplet, the original's ablation). triplet_scale: the embeddings the
+    triplet distances are measured between, "batch" (divided by the batch's mean norm; the default), "raw" (the
+    original) or "unit" (see facelib.losses). resume: continue from
     RUN/last.pt with the settings stored in it (the other arguments are ignored), to the same final weights.
     """
     if model not in models.MODELS:
         raise FacelibError(f"model: expected one of {', '.join(models.MODELS)}, got {model!r}")
+    if triplet_scale not in losses.TRIPLET_SCALES:
+        raise FacelibError(
+            f"triplet_scale: expected one of {', '.join(losses.TRIPLET_SCALES)}, got {triplet_scale!r}")
     if label_smoothing is None:
         label_smoothing = 0.1 if model == "triarchy" else 0.0
     settings = dict(kind=model, data_root=str(Path(data_root).resolve()), init=str(Path(init).resolve()) if init else None,
                     epochs=epochs, image_size=image_size, batch=list(batch), seed=seed,
                     train_folds=_folds(train_folds), val_folds=_folds(val_folds), lr=lr,
                     weight_decay=weight_decay, warmup=warmup, label_smoothing=label_smoothing,
-                    triplet_weight=triplet_weight, normalize_triplet=normalize_triplet,
+                    triplet_weight=triplet_weight, triplet_scale=triplet_scale,
                     center_weight=center_weight if model == "triarchy" else None,
                     center_lr=center_lr if model == "triarchy" else None, augmentation=_augmentation(augmentation))
     return _run(settings, Path(out), resume, device, cache_dir, progress)
@@ -244,6 +248,13 @@ class PretextTask:
     config_extras = checkpoint_extras
 
 
+def _triplet_scale(settings):
+    """The run's triplet scale; runs saved before the setting existed stored a flag for "unit", or nothing."""
+    if "triplet_scale" in settings:
+        return settings["triplet_scale"]
+    return "unit" if settings.get("normalize_triplet") else "raw"
+
+
 class IdentityTask:
     """Triarchy (softmax with label smoothing + soft-margin triplet + center loss) or Baseline (no center)."""
 
@@ -262,7 +273,7 @@ class IdentityTask:
         criterion = losses.TriarchyCriterion(
             len(self.identities), label_smoothing=s["label_smoothing"], triplet_weight=s["triplet_weight"],
             center_weight=s["center_weight"] or 0.0, use_center=s["kind"] == "triarchy",
-            normalize_triplet=s.get("normalize_triplet", False))  # absent from runs saved before the option
+            triplet_scale=_triplet_scale(s))
         return model, criterion
 
     def flippable(self, indices):

@@ -30,15 +30,15 @@ def test_train_options_follow_the_command_contract():
         ("baseline", [8, 16], list(range(1, 9)), [9], True)
 
 
-@pytest.mark.parametrize("flag, normalize", [([], None), (["--unit-triplet"], True)])
-def test_unit_triplet_flag_reaches_the_trainer(monkeypatch, flag, normalize):
+@pytest.mark.parametrize("flag, scale", [([], None), (["--triplet-scale", "unit"], "unit")])
+def test_triplet_scale_reaches_the_trainer(monkeypatch, flag, scale):
     from facelib import training
 
     received = {}
     monkeypatch.setattr(training, "train_identity", lambda *args, **options: received.update(options) or "RUN")
     args = build_parser().parse_args(["train", "DATA", "--out", "RUN", *flag])
     args.handler(args)
-    assert received.get("normalize_triplet") is normalize  # absent: training's default (the raw embedding)
+    assert received.get("triplet_scale") == scale  # absent: training's default
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -13,7 +14,7 @@ def test_batch_hard_triplet_with_soft_margin_on_a_hand_computed_case():
     # hardest positive / closest negative per anchor: (1,3) (1,2) (4,2) (4,6)
     expected = (math.log1p(math.exp(1 - 3)) + math.log1p(math.exp(1 - 2))
                 + math.log1p(math.exp(4 - 2)) + math.log1p(math.exp(4 - 6))) / 4
-    assert math.isclose(SoftMarginTripletLoss(normalize=False)(embeddings, labels).item(), expected, rel_tol=1e-5)
+    assert math.isclose(SoftMarginTripletLoss("raw")(embeddings, labels).item(), expected, rel_tol=1e-5)
 
 
 def test_normalised_triplet_measures_directions_on_a_hand_computed_case():
@@ -24,16 +25,35 @@ def test_normalised_triplet_measures_directions_on_a_hand_computed_case():
     # hardest positive / closest negative per anchor: (0, diag) (0, diag) (diag, right) (diag, diag)
     expected = (2 * math.log1p(math.exp(-diagonal)) + math.log1p(math.exp(diagonal - right_angle))
                 + math.log(2)) / 4
-    loss = SoftMarginTripletLoss(normalize=True)
+    loss = SoftMarginTripletLoss("unit")
     assert math.isclose(loss(embeddings, labels).item(), expected, rel_tol=1e-5)
     # the raw-embedding loss of the same points differs, and the normalised one ignores the scale
-    assert not math.isclose(SoftMarginTripletLoss(normalize=False)(embeddings, labels).item(), expected, rel_tol=1e-3)
+    assert not math.isclose(SoftMarginTripletLoss("raw")(embeddings, labels).item(), expected, rel_tol=1e-3)
     assert math.isclose(loss(0.01 * embeddings, labels).item(), expected, rel_tol=1e-5)
 
 
-def test_triplet_gradient_is_finite_for_identical_embeddings():
+def test_batch_scaled_triplet_divides_distances_by_the_mean_norm_on_a_hand_computed_case():
+    # the raw case above: norms 0, 1, 3, 7 (mean 2.75), hardest pairs (1,3) (1,2) (4,2) (4,6)
+    embeddings = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    expected = sum(math.log1p(math.exp((p - n) / 2.75)) for p, n in [(1, 3), (1, 2), (4, 2), (4, 6)]) / 4
+    loss = SoftMarginTripletLoss("batch")
+    assert math.isclose(loss(embeddings, labels).item(), expected, rel_tol=1e-5)
+    # blind to the batch's overall scale, unlike the raw loss; unlike "unit", each embedding keeps its length
+    assert math.isclose(loss(0.01 * embeddings, labels).item(), expected, rel_tol=1e-5)
+    assert not math.isclose(SoftMarginTripletLoss("raw")(0.01 * embeddings, labels).item(), expected, rel_tol=1e-3)
+    assert not math.isclose(SoftMarginTripletLoss("unit")(embeddings, labels).item(), expected, rel_tol=1e-3)
+
+
+def test_unknown_triplet_scale_is_refused():
+    with pytest.raises(ValueError, match="triplet scale: expected one of raw, unit, batch, got 'l2'"):
+        SoftMarginTripletLoss("l2")
+
+
+@pytest.mark.parametrize("scale", ["raw", "unit", "batch"])
+def test_triplet_gradient_is_finite_for_identical_embeddings(scale):
     embeddings = torch.zeros(4, 3, requires_grad=True)
-    SoftMarginTripletLoss()(embeddings, torch.tensor([0, 0, 1, 1])).backward()
+    SoftMarginTripletLoss(scale)(embeddings, torch.tensor([0, 0, 1, 1])).backward()
     assert torch.isfinite(embeddings.grad).all()
 
 

@@ -111,7 +111,7 @@ def test_pretext_then_triarchy_writes_every_run_file(tiny_data, tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["inference_parameters"] == 4_663_420
     assert config["settings"]["init"] == str(pretext) and config["image_size"] == SIZE
-    assert config["settings"]["normalize_triplet"] is False  # the original's raw-embedding triplet loss
+    assert config["settings"]["triplet_scale"] == "batch"  # not the original raw embedding: facelib.losses
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert metrics["epoch"].tolist() == [1, 2]
     assert {"loss", "id", "triplet", "center", "lr", "val_accuracy", "seconds", "images_per_s"} <= set(metrics)
@@ -140,12 +140,19 @@ def test_pretext_backbone_initialises_triarchy(tiny_data, tmp_path, monkeypatch)
     assert loaded and all(torch.equal(loaded[name], value) for name, value in backbone.items())
 
 
-def test_runs_saved_before_the_triplet_setting_existed_resume_on_the_raw_embedding():
-    settings = dict(kind="triarchy", init=None, label_smoothing=0.1, triplet_weight=1.0, center_weight=5e-4)
+@pytest.mark.parametrize("saved, scale", [({}, "raw"), ({"normalize_triplet": False}, "raw"),
+                                          ({"normalize_triplet": True}, "unit"), ({"triplet_scale": "batch"}, "batch")])
+def test_runs_resume_on_the_triplet_scale_they_started_with(saved, scale):
+    # runs saved before `triplet_scale` stored nothing (the raw embedding) or a flag for the unit one
+    settings = dict(kind="triarchy", init=None, label_smoothing=0.1, triplet_weight=1.0, center_weight=5e-4, **saved)
     images = pd.DataFrame({"identity": ["a", "a", "b", "b"]})
-    assert training.IdentityTask(settings, images).build()[1].triplet_loss.normalize is False
-    current = training.IdentityTask({**settings, "normalize_triplet": True}, images)
-    assert current.build()[1].triplet_loss.normalize is True
+    assert training.IdentityTask(settings, images).build()[1].triplet_loss.scale == scale
+
+
+def test_unknown_triplet_scale_stops_before_training(tmp_path):
+    with pytest.raises(FacelibError, match="triplet_scale: expected one of raw, unit, batch, got 'cosine'"):
+        training.train_identity(tmp_path / "no-data", tmp_path / "run", triplet_scale="cosine")
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monkeypatch):
