@@ -152,7 +152,7 @@ def train_pretext(args):
 def train_network(args, method, pretext):
     kind, uses_pretext = NETWORKS[method]
     out = run_folder(args, method, args.epochs, pretext=args.pretext_epochs if uses_pretext else None, lr=args.lr,
-                     triplet=None if args.triplet_scale == "raw" else args.triplet_scale)  # raw: as the first runs
+                     triplet=None if args.triplet_scale == "raw" else args.triplet_scale)  # raw runs keep their old names
     options = {} if args.lr is None else {"lr": args.lr}  # else training's default
     train(training.train_identity, out, "last.pt", args.epochs, data_root=args.data, model=kind,
           init=pretext if uses_pretext else None, image_size=args.image_size, batch=tuple(args.batch),

@@ -139,7 +139,7 @@ def build_parser():
     p.add_argument("--val-folds", type=fold_list, help="CFP protocol folds for validation, e.g. 9")
     p.add_argument("--triplet-scale", metavar="raw|unit|batch",
                    help="embeddings the triplet distances are measured between: raw (the original), unit "
-                        "(L2-normalised) or batch (divided by the batch's mean norm); default: training's")
+                        "(L2-normalised) or batch (divided by the batch's mean norm); default: facelib.training.TRIPLET_SCALE")
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("evaluate", help="verification and retrieval metrics of a trained model")
