@@ -17,6 +17,8 @@ run: $(VENV)/.installed
 	$(BIN)/facelib notebooks --profile default --out runs/main
 
 test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 smoke: $(VENV)/.installed

@@ -87,18 +87,28 @@ def parse_args(argv=None):
     parser.add_argument("--pretext-epochs", type=int, help=f"(full: {FULL['pretext_epochs']})")
     parser.add_argument("--epochs", type=int, help=f"identity training epochs (full: {FULL['epochs']})")
     parser.add_argument("--batch", type=int, nargs=2, metavar=("P", "K"), help=f"PK batch (full: {FULL['batch']})")
-    parser.add_argument("--lr", type=float, help=f"identity training learning rate (full: {FULL['lr']}, quick: "
-                                                 "facelib.training's default)")
-    parser.add_argument("--triplet-scale", choices=losses.TRIPLET_SCALES, default=training.TRIPLET_SCALE,
-                        help=f"see facelib.losses (default: facelib.training's, {training.TRIPLET_SCALE})")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help=f"identity training learning rate (full: {FULL['lr']}, quick: facelib.training's default)",
+    )
+    parser.add_argument(
+        "--triplet-scale",
+        choices=losses.TRIPLET_SCALES,
+        default=training.TRIPLET_SCALE,
+        help=f"see facelib.losses (default: facelib.training's, {training.TRIPLET_SCALE})",
+    )
     parser.add_argument("--classical-size", type=int, help=f"face size for HOG (full: {FULL['classical_size']})")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runs", type=Path, help="run folder (default: benchmarks/runs/cfp or cfp-quick)")
-    parser.add_argument("--results", type=Path,
-                        help="where cfp.json / cfp.md go (default: benchmarks/results for a full run of every "
-                             "method, else the run folder, so partial runs never replace the published table)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="where cfp.json / cfp.md go (default: benchmarks/results for a full run of every "
+        "method, else the run folder, so partial runs never replace the published table)",
+    )
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     for name, value in defaults.items():
@@ -144,20 +154,48 @@ def train(trainer, out, checkpoint_name, epochs, **options):
 
 def train_pretext(args):
     out = run_folder(args, "pretext", args.pretext_epochs)
-    return train(training.train_pretext, out, "pretext.pt", args.pretext_epochs, data_root=args.data,
-                 image_size=args.image_size, batch=tuple(args.batch), seed=args.seed, train_folds=TRAIN_FOLDS,
-                 device=args.device)
+    return train(
+        training.train_pretext,
+        out,
+        "pretext.pt",
+        args.pretext_epochs,
+        data_root=args.data,
+        image_size=args.image_size,
+        batch=tuple(args.batch),
+        seed=args.seed,
+        train_folds=TRAIN_FOLDS,
+        device=args.device,
+    )
 
 
 def train_network(args, method, pretext):
     kind, uses_pretext = NETWORKS[method]
-    out = run_folder(args, method, args.epochs, pretext=args.pretext_epochs if uses_pretext else None, lr=args.lr,
-                     triplet=None if args.triplet_scale == "raw" else args.triplet_scale)  # raw runs keep their old names
+    out = run_folder(
+        args,
+        method,
+        args.epochs,
+        pretext=args.pretext_epochs if uses_pretext else None,
+        lr=args.lr,
+        triplet=None if args.triplet_scale == "raw" else args.triplet_scale,
+    )  # raw runs keep their old names
     options = {} if args.lr is None else {"lr": args.lr}  # else training's default
-    train(training.train_identity, out, "last.pt", args.epochs, data_root=args.data, model=kind,
-          init=pretext if uses_pretext else None, image_size=args.image_size, batch=tuple(args.batch),
-          seed=args.seed, train_folds=TRAIN_FOLDS, val_folds=[HELD_OUT_FOLD], device=args.device,
-          triplet_scale=args.triplet_scale, **options)
+    train(
+        training.train_identity,
+        out,
+        "last.pt",
+        args.epochs,
+        data_root=args.data,
+        model=kind,
+        init=pretext if uses_pretext else None,
+        image_size=args.image_size,
+        batch=tuple(args.batch),
+        seed=args.seed,
+        train_folds=TRAIN_FOLDS,
+        val_folds=[HELD_OUT_FOLD],
+        device=args.device,
+        triplet_scale=args.triplet_scale,
+        **options,
+    )
     return out
 
 
@@ -168,7 +206,9 @@ def held_out(data):
     """Fold 9: its images (with the pose column retrieval needs) and its FP and FF pairs."""
     images = data.images[data.images["fold"] == HELD_OUT_FOLD].reset_index(drop=True)
     images["pose"] = evaluation.pose_labels(images)
-    pairs = {protocol: evaluation.select_pairs(data, protocol=protocol, folds=[HELD_OUT_FOLD]) for protocol in PROTOCOLS}
+    pairs = {
+        protocol: evaluation.select_pairs(data, protocol=protocol, folds=[HELD_OUT_FOLD]) for protocol in PROTOCOLS
+    }
     return images, pairs
 
 
@@ -184,9 +224,15 @@ def verification(embeddings, pairs):
     scores, same = embeddings.scores(pairs), pairs["same"].to_numpy(bool)
     thresholds, blocks = evaluation.kfold_thresholds(scores, same, threshold_blocks(pairs))
     metrics = evaluation.verification_metrics(scores, same, thresholds)
-    return {"accuracy": float(blocks["accuracy"].mean()), "accuracy_std": float(blocks["accuracy"].std(ddof=0)),
-            "auc": metrics["auc"], "eer": metrics["eer"], "tar_at_far_1e-2": metrics["tar_at_far"]["0.01"],
-            "threshold": metrics["threshold"], "pairs": metrics["pairs"]}
+    return {
+        "accuracy": float(blocks["accuracy"].mean()),
+        "accuracy_std": float(blocks["accuracy"].std(ddof=0)),
+        "auc": metrics["auc"],
+        "eer": metrics["eer"],
+        "tar_at_far_1e-2": metrics["tar_at_far"]["0.01"],
+        "threshold": metrics["threshold"],
+        "pairs": metrics["pairs"],
+    }
 
 
 def score(images, pairs, vectors):
@@ -211,10 +257,16 @@ def network_row(args, method, pretext, images, pairs):
         "no_flip": score(images, pairs, network_vectors(out / "model.pt", images, False, args.device)),
         "last_epoch": score(images, pairs, network_vectors(out / "last.pt", images, True, args.device)),
     }
-    row.update(best_epoch=int(best["epoch"]), epochs=args.epochs, train_seconds=_training_seconds(out),
-               eval_seconds=round(time.perf_counter() - started, 1), run=shown_path(out),
-               val_accuracy_by_epoch=[round(v, 4) for v in pd.read_csv(out / "metrics.csv")["val_accuracy"]],
-               settings=best["config"]["settings"], parameters=best["config"].get("inference_parameters"))
+    row.update(
+        best_epoch=int(best["epoch"]),
+        epochs=args.epochs,
+        train_seconds=_training_seconds(out),
+        eval_seconds=round(time.perf_counter() - started, 1),
+        run=shown_path(out),
+        val_accuracy_by_epoch=[round(v, 4) for v in pd.read_csv(out / "metrics.csv")["val_accuracy"]],
+        settings=best["config"]["settings"],
+        parameters=best["config"].get("inference_parameters"),
+    )
     return row
 
 
@@ -231,9 +283,14 @@ def pretext_row(args, pretext, images, pairs):
     started = time.perf_counter()
     row = score(images, pairs, network_vectors(pretext, images, True, args.device))
     checkpoint = models.read_checkpoint(pretext)
-    row.update(epochs=int(checkpoint["epoch"]), train_seconds=_training_seconds(pretext.parent),
-               eval_seconds=round(time.perf_counter() - started, 1), run=shown_path(pretext.parent),
-               settings=checkpoint["config"]["settings"], pretext_history=checkpoint["history"])
+    row.update(
+        epochs=int(checkpoint["epoch"]),
+        train_seconds=_training_seconds(pretext.parent),
+        eval_seconds=round(time.perf_counter() - started, 1),
+        run=shown_path(pretext.parent),
+        settings=checkpoint["config"]["settings"],
+        pretext_history=checkpoint["history"],
+    )
     return row
 
 
@@ -244,9 +301,17 @@ def classical_row(args, data, images, pairs):
     peer.fit(imagecache.load_images(train_images, args.classical_size), train_images["identity"])
     train_seconds = time.perf_counter() - started
     row = score(images, pairs, peer.transform(imagecache.load_images(images, args.classical_size)))
-    row.update(train_seconds=round(train_seconds, 1), eval_seconds=round(time.perf_counter() - started - train_seconds, 1),
-               settings=dict(features=peer.features, pca_components=peer.pca_components, mirror=peer.mirror,
-                             image_size=args.classical_size, train_folds=TRAIN_FOLDS))
+    row.update(
+        train_seconds=round(train_seconds, 1),
+        eval_seconds=round(time.perf_counter() - started - train_seconds, 1),
+        settings=dict(
+            features=peer.features,
+            pca_components=peer.pca_components,
+            mirror=peer.mirror,
+            image_size=args.classical_size,
+            train_folds=TRAIN_FOLDS,
+        ),
+    )
     return row
 
 
@@ -255,12 +320,16 @@ def classical_row(args, data, images, pairs):
 
 def markdown(rows, header):
     """The results table: one row per method, FP and FF side by side, then retrieval and cost."""
+
     def cell(value, digits=3):
         return "–" if value is None else f"{value:.{digits}f}"
 
-    lines = [*header, "",
-             "| Method | FP acc | FP AUC | FP EER | FF acc | FF AUC | FF EER | rank-1 | mAP | best epoch | train min |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        *header,
+        "",
+        "| Method | FP acc | FP AUC | FP EER | FF acc | FF AUC | FF EER | rank-1 | mAP | best epoch | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         fp, ff, retrieval = row["FP"], row["FF"], row["retrieval"] or {}
         lines.append(
@@ -268,19 +337,25 @@ def markdown(rows, header):
             f"{cell(fp['eer'])} | {cell(ff['accuracy'])} ± {cell(ff['accuracy_std'], 3)} | {cell(ff['auc'])} | "
             f"{cell(ff['eer'])} | {cell(retrieval.get('rank1'))} | {cell(retrieval.get('mAP'))} | "
             f"{row.get('best_epoch', '–')}{'/' + str(row['epochs']) if 'best_epoch' in row else ''} | "
-            f"{cell(row['train_seconds'] / 60, 1)} |")
+            f"{cell(row['train_seconds'] / 60, 1)} |"
+        )
     variants = [(row, name, variant) for row in rows for name, variant in row.get("variants", {}).items()]
     if variants:
         lines += ["", "Variants (FP / FF accuracy, 10-block thresholds):", ""]
-        lines += [f"- {row['title']}, {name.replace('_', ' ')}: {cell(v['FP']['accuracy'])} / {cell(v['FF']['accuracy'])}"
-                  f" (AUC {cell(v['FP']['auc'])} / {cell(v['FF']['auc'])})" for row, name, v in variants]
+        lines += [
+            f"- {row['title']}, {name.replace('_', ' ')}: {cell(v['FP']['accuracy'])} / {cell(v['FF']['accuracy'])}"
+            f" (AUC {cell(v['FP']['auc'])} / {cell(v['FF']['auc'])})"
+            for row, name, v in variants
+        ]
     return "\n".join(lines) + "\n"
 
 
 def machine():
     device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    return f"{platform.node()}, {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), {device}, " \
-           f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return (
+        f"{platform.node()}, {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), {device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
 
 def main(argv=None):
@@ -310,8 +385,15 @@ def main(argv=None):
         else:
             row = classical_row(args, data, images, pairs)
         rows.append({"method": method, "title": TITLES[method], **row})
-        log.info("%s: FP %.3f (AUC %.3f) FF %.3f (AUC %.3f) rank-1 %s", method, row["FP"]["accuracy"],
-                 row["FP"]["auc"], row["FF"]["accuracy"], row["FF"]["auc"], (row["retrieval"] or {}).get("rank1"))
+        log.info(
+            "%s: FP %.3f (AUC %.3f) FF %.3f (AUC %.3f) rank-1 %s",
+            method,
+            row["FP"]["accuracy"],
+            row["FP"]["auc"],
+            row["FF"]["accuracy"],
+            row["FF"]["auc"],
+            (row["retrieval"] or {}).get("rank1"),
+        )
         write_results(args, rows, command, started, started_at)  # after every method: a cut-short run still reports
     print((args.results / "cfp.md").read_text())
 
@@ -319,21 +401,29 @@ def main(argv=None):
 def write_results(args, rows, command, started, started_at):
     wall = time.perf_counter() - started
     for row in rows:
-        row["benchmark"] = dict(command=command, date=started_at.isoformat(timespec="seconds"),
-                                wall_seconds=round(wall, 1), machine=machine(), quick=args.quick,
-                                threshold=f"{THRESHOLD_BLOCKS}-block k-fold within fold {HELD_OUT_FOLD}")
-    header = [f"# CFP fold {HELD_OUT_FOLD} (identities 401-450), trained on folds 1-8",
-              "", f"`{command}` — {started_at:%Y-%m-%d %H:%M} UTC, wall time {wall / 60:.1f} min "
-              f"({len(rows)} of {len(args.methods)} methods), {machine()}.",
-              f"Networks: {args.image_size}px, pretext {args.pretext_epochs} epochs, identity {args.epochs} epochs, "
-              f"PK batch {args.batch[0]}x{args.batch[1]}, lr {args.lr or 'default'}, "
-              f"triplet scale {args.triplet_scale}, "
-              f"best epoch chosen on fold {HELD_OUT_FOLD}; "
-              f"classical peer at {args.classical_size}px.",
-              f"Accuracy: mean ± std over {THRESHOLD_BLOCKS} blocks of fold-{HELD_OUT_FOLD} pairs, each judged at the "
-              "threshold best on the other blocks; AUC / EER on all 700 pairs per protocol; retrieval: 500 frontal "
-              "gallery faces, 200 profile probes. Train min: the method's own training epochs (the pretext run, "
-              "shared by the pretext-initialised networks, is the pretext-features row's)."]
+        row["benchmark"] = dict(
+            command=command,
+            date=started_at.isoformat(timespec="seconds"),
+            wall_seconds=round(wall, 1),
+            machine=machine(),
+            quick=args.quick,
+            threshold=f"{THRESHOLD_BLOCKS}-block k-fold within fold {HELD_OUT_FOLD}",
+        )
+    header = [
+        f"# CFP fold {HELD_OUT_FOLD} (identities 401-450), trained on folds 1-8",
+        "",
+        f"`{command}` — {started_at:%Y-%m-%d %H:%M} UTC, wall time {wall / 60:.1f} min "
+        f"({len(rows)} of {len(args.methods)} methods), {machine()}.",
+        f"Networks: {args.image_size}px, pretext {args.pretext_epochs} epochs, identity {args.epochs} epochs, "
+        f"PK batch {args.batch[0]}x{args.batch[1]}, lr {args.lr or 'default'}, "
+        f"triplet scale {args.triplet_scale}, "
+        f"best epoch chosen on fold {HELD_OUT_FOLD}; "
+        f"classical peer at {args.classical_size}px.",
+        f"Accuracy: mean ± std over {THRESHOLD_BLOCKS} blocks of fold-{HELD_OUT_FOLD} pairs, each judged at the "
+        "threshold best on the other blocks; AUC / EER on all 700 pairs per protocol; retrieval: 500 frontal "
+        "gallery faces, 200 profile probes. Train min: the method's own training epochs (the pretext run, "
+        "shared by the pretext-initialised networks, is the pretext-features row's).",
+    ]
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.results / "cfp.json", json.dumps(rows, indent=2, default=_json_default) + "\n")
     atomic_write_text(args.results / "cfp.md", markdown(rows, header))

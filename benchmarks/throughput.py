@@ -54,10 +54,24 @@ class PILFaces(torch.utils.data.Dataset):
 
     def __init__(self, images, size, train):
         self.images, self.identities = images["path"].tolist(), pd.factorize(images["identity"])[0].tolist()
-        augment = [v2.RandomHorizontalFlip(), v2.RandomAffine(8, translate=(0.08, 0.08), scale=(1.0, 1.18)),
-                   v2.ColorJitter(0.2, 0.2)] if train else []
-        self.transform = v2.Compose([v2.PILToTensor(), *augment, v2.ToDtype(torch.float32, scale=True),
-                                     v2.Normalize([0.5] * 3, [0.5] * 3), *([v2.RandomErasing()] if train else [])])
+        augment = (
+            [
+                v2.RandomHorizontalFlip(),
+                v2.RandomAffine(8, translate=(0.08, 0.08), scale=(1.0, 1.18)),
+                v2.ColorJitter(0.2, 0.2),
+            ]
+            if train
+            else []
+        )
+        self.transform = v2.Compose(
+            [
+                v2.PILToTensor(),
+                *augment,
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize([0.5] * 3, [0.5] * 3),
+                *([v2.RandomErasing()] if train else []),
+            ]
+        )
         self.size = size
 
     def __len__(self):
@@ -118,8 +132,9 @@ def facelib_training(images, size, sampler, steps):
 
 def library_training(images, size, sampler, steps, workers):
     dataset = PILFaces(images, size, train=True)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=_FixedBatches(sampler, steps + WARMUP),
-                                         num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=_FixedBatches(sampler, steps + WARMUP), num_workers=workers
+    )
     torch.manual_seed(0)
     model = LibraryDefaultTriarchy(len(set(dataset.identities))).train()
     step = optimise(model, losses.TriarchyCriterion(model.classifier.out_features))
@@ -141,8 +156,9 @@ def facelib_embedding(images, size, count):
 @torch.inference_mode()
 def library_embedding(images, size, workers):
     model = LibraryDefaultTriarchy(1).eval()
-    loader = torch.utils.data.DataLoader(PILFaces(images, size, train=False), batch_size=EMBED_BATCH,
-                                         num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        PILFaces(images, size, train=False), batch_size=EMBED_BATCH, num_workers=workers
+    )
 
     def embed(batch):
         model.embed(batch[0])
@@ -191,10 +207,14 @@ def main():
 
     load_images(images, size)  # decode once, outside the timing (every later run starts from this cache)
     results = {
-        "training": (facelib_training(images, size, sampler, args.steps),
-                     library_training(images, size, sampler, args.steps, args.workers)),
-        "embedding": (facelib_embedding(images, size, args.embed_images),
-                      library_embedding(images[: args.embed_images], size, args.workers)),
+        "training": (
+            facelib_training(images, size, sampler, args.steps),
+            library_training(images, size, sampler, args.steps, args.workers),
+        ),
+        "embedding": (
+            facelib_embedding(images, size, args.embed_images),
+            library_embedding(images[: args.embed_images], size, args.workers),
+        ),
     }
     print(f"{'':>10} {'facelib':>10} {'library':>10} {'ratio':>7}   (images/s)")
     for name, (ours, theirs) in results.items():

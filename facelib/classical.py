@@ -38,8 +38,19 @@ def hog_features(images) -> np.ndarray:
     """HOG of each grey face: 9 orientations, CELLS x CELLS cells, 2 x 2-cell blocks, L2-Hys."""
     faces = grey(images)
     cell = max(1, faces.shape[-1] // CELLS)
-    return np.stack([hog(face, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=(2, 2),
-                         block_norm="L2-Hys", feature_vector=True) for face in faces]).astype(np.float32)
+    return np.stack(
+        [
+            hog(
+                face,
+                orientations=9,
+                pixels_per_cell=(cell, cell),
+                cells_per_block=(2, 2),
+                block_norm="L2-Hys",
+                feature_vector=True,
+            )
+            for face in faces
+        ]
+    ).astype(np.float32)
 
 
 def pixel_features(images) -> np.ndarray:
@@ -74,8 +85,9 @@ class ClassicalPeer:
         if self.mirror:  # the mirror image is the same person
             features, labels = np.concatenate([features, self._features(_mirrored(images))]), np.tile(labels, 2)
         components = min(self.pca_components, features.shape[1], len(features) - 1)
-        self.pipeline = make_pipeline(StandardScaler(), PCA(components, whiten=True, random_state=0),
-                                      LinearDiscriminantAnalysis())
+        self.pipeline = make_pipeline(
+            StandardScaler(), PCA(components, whiten=True, random_state=0), LinearDiscriminantAnalysis()
+        )
         self.pipeline.fit(features, labels)
         return self
 

@@ -43,8 +43,15 @@ def cmd_synth(args):
 
 def training_options(args):
     """The options the user gave; the rest keep facelib.training's defaults (one place for them)."""
-    options = dict(epochs=args.epochs, image_size=args.image_size, batch=args.batch and tuple(args.batch),
-                   seed=args.seed, train_folds=args.train_folds, device=args.device, resume=args.resume)
+    options = dict(
+        epochs=args.epochs,
+        image_size=args.image_size,
+        batch=args.batch and tuple(args.batch),
+        seed=args.seed,
+        train_folds=args.train_folds,
+        device=args.device,
+        resume=args.resume,
+    )
     return {name: value for name, value in options.items() if value is not None}
 
 
@@ -70,9 +77,17 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from facelib import evaluation
 
-    result = evaluation.evaluate_command(args.data, args.model, split=args.split, protocol=args.protocol,
-                                         folds=args.folds, calibrate_folds=args.calibrate_folds,
-                                         flip=not args.no_flip, metric=args.metric, device=args.device)
+    result = evaluation.evaluate_command(
+        args.data,
+        args.model,
+        split=args.split,
+        protocol=args.protocol,
+        folds=args.folds,
+        calibrate_folds=args.calibrate_folds,
+        flip=not args.no_flip,
+        metric=args.metric,
+        device=args.device,
+    )
     if args.json:
         print(json.dumps(result, default=str))
         return
@@ -86,9 +101,16 @@ def cmd_evaluate(args):
 def cmd_predict(args):
     from facelib import evaluation
 
-    path = evaluation.predict_command(args.data, args.model, split=args.split, out=args.out,
-                                      threshold=args.threshold, calibrate=args.calibrate,
-                                      with_score=args.with_score, device=args.device)
+    path = evaluation.predict_command(
+        args.data,
+        args.model,
+        split=args.split,
+        out=args.out,
+        threshold=args.threshold,
+        calibrate=args.calibrate,
+        with_score=args.with_score,
+        device=args.device,
+    )
     print(f"predictions: {path}")
 
 
@@ -104,8 +126,13 @@ def add_training_arguments(parser):
     parser.add_argument("--out", required=True, help="run folder for checkpoints, metrics and logs")
     parser.add_argument("--epochs", type=int, help="default: see facelib.training")
     parser.add_argument("--image-size", type=int, help="square input size in pixels (the original used 112)")
-    parser.add_argument("--batch", type=int, nargs=2, metavar=("P", "K"),
-                        help="P identities x K images per batch (the original used 8 16)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        nargs=2,
+        metavar=("P", "K"),
+        help="P identities x K images per batch (the original used 8 16)",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--train-folds", type=fold_list, help="CFP protocol folds to train on, e.g. 1-8")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
@@ -137,9 +164,12 @@ def build_parser():
     p.add_argument("--init", help="pretext checkpoint whose backbone initialises the model")
     p.add_argument("--model", choices=["triarchy", "baseline"], default="triarchy")
     p.add_argument("--val-folds", type=fold_list, help="CFP protocol folds for validation, e.g. 9")
-    p.add_argument("--triplet-scale", metavar="raw|unit|batch",
-                   help="embeddings the triplet distances are measured between: raw (the original), unit "
-                        "(L2-normalised) or batch (divided by the batch's mean norm); default: facelib.training.TRIPLET_SCALE")
+    p.add_argument(
+        "--triplet-scale",
+        metavar="raw|unit|batch",
+        help="embeddings the triplet distances are measured between: raw (the original), unit "
+        "(L2-normalised) or batch (divided by the batch's mean norm); default: facelib.training.TRIPLET_SCALE",
+    )
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("evaluate", help="verification and retrieval metrics of a trained model")

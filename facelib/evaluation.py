@@ -122,13 +122,15 @@ def _embed(model, faces, batch_size, flip, device, progress):
     chunks = []
     try:
         with torch.inference_mode():
-            for start in tqdm(range(0, len(faces), batch_size), desc="embedding", unit="batch",
-                              disable=not progress, leave=False):
-                x = imagecache.to_model_input(faces[start:start + batch_size].to(device))
+            for start in tqdm(
+                range(0, len(faces), batch_size), desc="embedding", unit="batch", disable=not progress, leave=False
+            ):
+                x = imagecache.to_model_input(faces[start : start + batch_size].to(device))
                 if flip:  # one forward pass over the batch and its mirror image, each view weighing the same
                     original, mirrored = model(torch.cat([x, x.flip(-1)])).float().chunk(2)
-                    chunks.append(torch.nn.functional.normalize(original, dim=1)
-                                  + torch.nn.functional.normalize(mirrored, dim=1))
+                    chunks.append(
+                        torch.nn.functional.normalize(original, dim=1) + torch.nn.functional.normalize(mirrored, dim=1)
+                    )
                 else:
                     chunks.append(model(x).float())
     finally:
@@ -172,8 +174,9 @@ def embed_pairs(model, images, pairs, batch_size=128, flip=True, cache=True, dev
         raise FacelibError(f"pair image not in the image table: {missing[0]}")
     chosen = table.loc[paths].reset_index()
     chosen["pose"] = pose_labels(chosen)
-    vectors = embed_images(model, chosen, batch_size=batch_size, flip=flip, cache=cache, device=device,
-                           progress=progress)
+    vectors = embed_images(
+        model, chosen, batch_size=batch_size, flip=flip, cache=cache, device=device, progress=progress
+    )
     return Embeddings(chosen, vectors)
 
 
@@ -275,9 +278,16 @@ def kfold_thresholds(scores, same, folds):
         threshold = best_threshold(scores[~held_out], same[~held_out])
         thresholds[held_out] = threshold
         fold_scores, fold_same = scores[held_out], same[held_out]
-        rows.append({"fold": int(fold), "pairs": int(held_out.sum()), "threshold": threshold,
-                     "accuracy": float((predicted_same(fold_scores, threshold) == fold_same).mean()),
-                     "auc": roc_auc(fold_scores, fold_same), "eer": equal_error_rate(fold_scores, fold_same)})
+        rows.append(
+            {
+                "fold": int(fold),
+                "pairs": int(held_out.sum()),
+                "threshold": threshold,
+                "accuracy": float((predicted_same(fold_scores, threshold) == fold_same).mean()),
+                "auc": roc_auc(fold_scores, fold_same),
+                "eer": equal_error_rate(fold_scores, fold_same),
+            }
+        )
     return thresholds, pd.DataFrame(rows)
 
 
@@ -316,11 +326,19 @@ def pair_groups(pairs, images):
 def accuracy_by_group(scores, same, groups, threshold):
     """One row per group: group, pairs, same_pairs, accuracy, auc (None unless both classes occur)."""
     scores, same = _as_arrays(scores, same)
-    frame = pd.DataFrame({"score": scores, "same": same, "group": list(groups),
-                          "correct": predicted_same(scores, threshold) == same}).dropna(subset=["group"])
-    rows = [{"group": name, "pairs": len(group), "same_pairs": int(group["same"].sum()),
-             "accuracy": float(group["correct"].mean()), "auc": roc_auc(group["score"], group["same"])}
-            for name, group in frame.groupby("group", sort=True)]
+    frame = pd.DataFrame(
+        {"score": scores, "same": same, "group": list(groups), "correct": predicted_same(scores, threshold) == same}
+    ).dropna(subset=["group"])
+    rows = [
+        {
+            "group": name,
+            "pairs": len(group),
+            "same_pairs": int(group["same"].sum()),
+            "accuracy": float(group["correct"].mean()),
+            "auc": roc_auc(group["score"], group["same"]),
+        }
+        for name, group in frame.groupby("group", sort=True)
+    ]
     return pd.DataFrame(rows, columns=["group", "pairs", "same_pairs", "accuracy", "auc"])
 
 
@@ -328,8 +346,9 @@ def accuracy_by_pose(pairs, images, scores, threshold):
     """Accuracy per pose gap and per expression pair: columns factor ('pose' / 'expression'), group,
     pairs, same_pairs, accuracy, auc. Groups follow the pose order, e.g. frontal-frontal first."""
     groups = pair_groups(pairs, images)
-    tables = [accuracy_by_group(scores, pairs["same"], groups[factor], threshold).assign(factor=factor)
-              for factor in groups]
+    tables = [
+        accuracy_by_group(scores, pairs["same"], groups[factor], threshold).assign(factor=factor) for factor in groups
+    ]
     table = pd.concat(tables, ignore_index=True)
     return table[["factor", "group", "pairs", "same_pairs", "accuracy", "auc"]]
 
@@ -352,8 +371,9 @@ def select_pairs(data, split=None, protocol=None, folds=None):
     chosen = pairs[keep.astype(bool)]
     if chosen.empty:
         present = {column: sorted(pairs[column].dropna().unique().tolist()) for column in ("split", "protocol", "fold")}
-        raise FacelibError(f"{data.root}: no pairs with split={split}, protocol={protocol}, folds={folds} "
-                           f"(present: {present})")
+        raise FacelibError(
+            f"{data.root}: no pairs with split={split}, protocol={protocol}, folds={folds} (present: {present})"
+        )
     return chosen
 
 
@@ -378,13 +398,32 @@ def resolve_model(model, device=None):
     return models.load_embedder(model, device)
 
 
-def pair_scores(data, model, split=None, protocol=None, folds=None, *, flip=True, metric="cosine",
-                batch_size=128, cache=True, device=None, progress=False):
+def pair_scores(
+    data,
+    model,
+    split=None,
+    protocol=None,
+    folds=None,
+    *,
+    flip=True,
+    metric="cosine",
+    batch_size=128,
+    cache=True,
+    device=None,
+    progress=False,
+):
     """(the selected pairs, one score per pair): what ROC curves and score histograms are drawn from.
     Shares `evaluate`'s embedding cache, so after an evaluation it runs no network."""
     pairs = select_pairs(data, split, protocol, folds)
-    embeddings = embed_pairs(resolve_model(model, device), data.images, pairs, batch_size=batch_size, flip=flip,
-                             cache=cache, progress=progress)
+    embeddings = embed_pairs(
+        resolve_model(model, device),
+        data.images,
+        pairs,
+        batch_size=batch_size,
+        flip=flip,
+        cache=cache,
+        progress=progress,
+    )
     return pairs, embeddings.scores(pairs, metric)
 
 
@@ -422,16 +461,37 @@ def pretext_accuracy(checkpoint, images, batch_size=128, device=None, cache_dir=
         for index, value in enumerate(classes):
             chosen = (truth == value).fillna(False).to_numpy(bool)
             if chosen.any():
-                rows.append({"task": task, "class": value, "images": int(chosen.sum()),
-                             "accuracy": float((predicted[chosen] == index).mean())})
+                rows.append(
+                    {
+                        "task": task,
+                        "class": value,
+                        "images": int(chosen.sum()),
+                        "accuracy": float((predicted[chosen] == index).mean()),
+                    }
+                )
     return pd.DataFrame(rows, columns=["task", "class", "images", "accuracy"])
 
 
 # ----------------------------------------------------------------------------------------------- evaluate
 
 
-def evaluate(data, model, split=None, protocol=None, folds=None, calibrate_folds=None, *, calibrate=None,
-             threshold=None, flip=True, metric="cosine", batch_size=128, cache=True, device=None, progress=False):
+def evaluate(
+    data,
+    model,
+    split=None,
+    protocol=None,
+    folds=None,
+    calibrate_folds=None,
+    *,
+    calibrate=None,
+    threshold=None,
+    flip=True,
+    metric="cosine",
+    batch_size=128,
+    cache=True,
+    device=None,
+    progress=False,
+):
     """Verification (and retrieval, where a gallery can be formed) metrics of `model` on `data`'s pairs.
 
     `data` is a layouts.FaceData; `model` a checkpoint path or an nn.Module with `image_size`. The threshold
@@ -463,14 +523,21 @@ def evaluate(data, model, split=None, protocol=None, folds=None, calibrate_folds
         thresholds = np.full(len(pairs), best_threshold(scores, same))
         source = "best accuracy on the evaluated pairs (optimistic)"
 
-    result = {"split": split, "protocol": protocol, "folds": None if folds is None else list(folds),
-              "metric": metric, "flip": flip, "images": len(embeddings.images)}
+    result = {
+        "split": split,
+        "protocol": protocol,
+        "folds": None if folds is None else list(folds),
+        "metric": metric,
+        "flip": flip,
+        "images": len(embeddings.images),
+    }
     result.update(verification_metrics(scores, same, thresholds))
     result["threshold_source"] = source
     if fold_table is not None:  # CFP / LFW report the mean and spread over folds
         means = fold_table[["accuracy", "auc", "eer", "threshold"]].astype(float).mean()
-        result.update(means.to_dict(), accuracy_std=float(fold_table["accuracy"].std(ddof=0)),
-                      fold_results=_records(fold_table))
+        result.update(
+            means.to_dict(), accuracy_std=float(fold_table["accuracy"].std(ddof=0)), fold_results=_records(fold_table)
+        )
     result["by_pose"] = _records(accuracy_by_pose(pairs, embeddings.images, scores, thresholds))
     retrieval = retrieval_metrics(embeddings)
     if retrieval is not None:
@@ -498,8 +565,11 @@ def compare(data, runs, split=None, protocol=None, folds=None, **options):
     for name, model in runs.items():
         result = evaluate(data, model, split, protocol, folds, **options)
         retrieval = result.get("retrieval", {})
-        rows[name] = {**{key: result.get(key) for key in COMPARED},
-                      "rank1": retrieval.get("rank1"), "mAP": retrieval.get("mAP")}
+        rows[name] = {
+            **{key: result.get(key) for key in COMPARED},
+            "rank1": retrieval.get("rank1"),
+            "mAP": retrieval.get("mAP"),
+        }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
 
@@ -514,11 +584,13 @@ def _records(table):
 def write_predictions(pairs, scores, threshold, out, with_score=False):
     """The challenge's submission file: image1,image2,label[,score], label 0 = same and 1 = different, one
     row per pair in the order of `pairs`, file names as the pair file gives them; written atomically."""
-    table = pd.DataFrame({
-        "image1": [os.path.basename(path) for path in pairs["a"]],
-        "image2": [os.path.basename(path) for path in pairs["b"]],
-        "label": np.where(predicted_same(scores, threshold), 0, 1),
-    })
+    table = pd.DataFrame(
+        {
+            "image1": [os.path.basename(path) for path in pairs["a"]],
+            "image2": [os.path.basename(path) for path in pairs["b"]],
+            "label": np.where(predicted_same(scores, threshold), 0, 1),
+        }
+    )
     if with_score:
         table["score"] = np.asarray(scores)
     out = Path(out)
@@ -527,8 +599,22 @@ def write_predictions(pairs, scores, threshold, out, with_score=False):
     return out
 
 
-def predict(data, model, split, out, threshold=None, calibrate=None, with_score=False, *, flip=True,
-            metric="cosine", batch_size=128, cache=True, device=None, progress=False):
+def predict(
+    data,
+    model,
+    split,
+    out,
+    threshold=None,
+    calibrate=None,
+    with_score=False,
+    *,
+    flip=True,
+    metric="cosine",
+    batch_size=128,
+    cache=True,
+    device=None,
+    progress=False,
+):
     """Score the pairs of `split` and write the submission file `out`. The threshold is `threshold` if
     given, else the best-accuracy threshold on the `calibrate` split (default: validate, when present and
     not the split being predicted). Returns the path written."""
@@ -547,15 +633,55 @@ def predict(data, model, split, out, threshold=None, calibrate=None, with_score=
 # ----------------------------------------------------------------------------------------------- commands
 
 
-def evaluate_command(data_root, model_path, split=None, protocol=None, folds=None, calibrate_folds=None,
-                     flip=True, metric="cosine", device="auto"):
+def evaluate_command(
+    data_root,
+    model_path,
+    split=None,
+    protocol=None,
+    folds=None,
+    calibrate_folds=None,
+    flip=True,
+    metric="cosine",
+    device="auto",
+):
     """`facelib evaluate`: load the data and the checkpoint, return `evaluate`'s dict."""
-    return evaluate(layouts.load(data_root), model_path, split, protocol, folds, calibrate_folds, flip=flip,
-                    metric=metric, device=device, progress=True)
+    return evaluate(
+        layouts.load(data_root),
+        model_path,
+        split,
+        protocol,
+        folds,
+        calibrate_folds,
+        flip=flip,
+        metric=metric,
+        device=device,
+        progress=True,
+    )
 
 
-def predict_command(data_root, model_path, split, out, threshold=None, calibrate=None, with_score=False,
-                    flip=True, metric="cosine", device="auto"):
+def predict_command(
+    data_root,
+    model_path,
+    split,
+    out,
+    threshold=None,
+    calibrate=None,
+    with_score=False,
+    flip=True,
+    metric="cosine",
+    device="auto",
+):
     """`facelib predict`: a fixed `threshold` wins over `calibrate`. Returns the file written."""
-    return predict(layouts.load(data_root), model_path, split, out, threshold, calibrate, with_score, flip=flip,
-                   metric=metric, device=device, progress=True)
+    return predict(
+        layouts.load(data_root),
+        model_path,
+        split,
+        out,
+        threshold,
+        calibrate,
+        with_score,
+        flip=flip,
+        metric=metric,
+        device=device,
+        progress=True,
+    )

@@ -118,7 +118,9 @@ def load_images(images, size, cache_dir=None, progress=True):
     """uint8 tensor [N, 3, size, size] of the faces in `images` (rows in table order), decoded once and
     cached in `cache_dir` (default: $FACELIB_CACHE or ~/.cache/facelib; capped by `prune`)."""
     size = int(size)
-    cache_file = Path(cache_dir or default_cache_dir()) / f"faces-{size}px-{len(images)}-{cache_key(images, size)[:24]}.pt"
+    cache_file = (
+        Path(cache_dir or default_cache_dir()) / f"faces-{size}px-{len(images)}-{cache_key(images, size)[:24]}.pt"
+    )
     if cache_file.exists():
         try:
             cached = torch.load(cache_file, weights_only=True)
@@ -132,8 +134,16 @@ def load_images(images, size, cache_dir=None, progress=True):
     jobs = list(zip(images["path"], boxes))
     # Decoding and resizing release the GIL, so threads decode in parallel without process start-up costs.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        faces = list(tqdm(pool.map(lambda job: decode_face(*job, size), jobs), total=len(jobs),
-                          desc=f"decoding {size}px faces", unit="img", disable=not progress, leave=False))
+        faces = list(
+            tqdm(
+                pool.map(lambda job: decode_face(*job, size), jobs),
+                total=len(jobs),
+                desc=f"decoding {size}px faces",
+                unit="img",
+                disable=not progress,
+                leave=False,
+            )
+        )
     batch = torch.stack(faces) if faces else torch.empty(0, 3, size, size, dtype=torch.uint8)
     atomic_save(batch, cache_file)
     prune(cache_file.parent, keep=cache_file, limit=limit)
@@ -181,8 +191,13 @@ class Augmentation:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (((x - mean) * contrast + mean) * brightness).clamp_(0, 1) * 2 - 1
 
-        x = F.grid_sample(x, self._grids(n, x.shape, flipped, generator).to(device),
-                          mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = F.grid_sample(
+            x,
+            self._grids(n, x.shape, flipped, generator).to(device),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )
         x = x.masked_fill(self._erase_masks(n, x.shape[-2:], generator).to(device).unsqueeze(1), 0.0)
         return x.contiguous(memory_format=torch.channels_last), flipped
 
@@ -193,8 +208,9 @@ class Augmentation:
         shift = _uniform(generator, 2 * n, -2 * self.shift, 2 * self.shift).view(n, 2)  # [-1, 1] spans 2
         mirror = 1.0 - 2.0 * flipped.float()
         cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-        theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1),
-                             torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1)
+        theta = torch.stack(
+            [torch.stack([cos * mirror, -sin, shift[:, 0]], 1), torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1
+        )
         return F.affine_grid(theta, list(shape), align_corners=False)
 
     def _erase_masks(self, n, hw, generator):
@@ -209,10 +225,15 @@ class Augmentation:
         erased = torch.rand(n, generator=generator) < self.erase
         ys = torch.arange(height).view(1, height, 1) + 0.5
         xs = torch.arange(width).view(1, 1, width) + 0.5
-        inside = ((ys >= y0.view(n, 1, 1)) & (ys < (y0 + h).view(n, 1, 1))
-                  & (xs >= x0.view(n, 1, 1)) & (xs < (x0 + w).view(n, 1, 1)))
+        inside = (
+            (ys >= y0.view(n, 1, 1))
+            & (ys < (y0 + h).view(n, 1, 1))
+            & (xs >= x0.view(n, 1, 1))
+            & (xs < (x0 + w).view(n, 1, 1))
+        )
         return inside & erased.view(n, 1, 1)
 
 
-NO_AUGMENTATION = Augmentation(flip=0.0, scale=(1.0, 1.0), shift=0.0, rotate=0.0, brightness=0.0,
-                               contrast=0.0, erase=0.0)
+NO_AUGMENTATION = Augmentation(
+    flip=0.0, scale=(1.0, 1.0), shift=0.0, rotate=0.0, brightness=0.0, contrast=0.0, erase=0.0
+)

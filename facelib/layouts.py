@@ -32,8 +32,17 @@ from facelib.errors import FacelibError
 
 # Column -> dtype. Text columns are `object` holding str or None (the same on pandas 2 and 3).
 IMAGE_COLUMNS = {
-    "path": object, "identity": object, "split": object, "fold": "Int64", "view": object, "yaw": "float64",
-    "angle": "Int64", "expression": "Int64", "light": "Int64", "facing": object, "box": object,
+    "path": object,
+    "identity": object,
+    "split": object,
+    "fold": "Int64",
+    "view": object,
+    "yaw": "float64",
+    "angle": "Int64",
+    "expression": "Int64",
+    "light": "Int64",
+    "facing": object,
+    "box": object,
 }
 PAIR_COLUMNS = {"a": object, "b": object, "same": bool, "split": object, "fold": "Int64", "protocol": object}
 
@@ -92,8 +101,10 @@ def detect_format(root: Path) -> str:
         return "folder"
     if not any(root.iterdir()):
         raise DataError(f"data folder is empty: {root}")
-    raise DataError(f"no face data layout recognised in {root}: expected train/train_meta.csv (K-Face), "
-                    "Protocol/ and Data/Images/ (CFP), pairs.txt (LFW) or one sub-folder of images per identity")
+    raise DataError(
+        f"no face data layout recognised in {root}: expected train/train_meta.csv (K-Face), "
+        "Protocol/ and Data/Images/ (CFP), pairs.txt (LFW) or one sub-folder of images per identity"
+    )
 
 
 def summary(data: FaceData) -> dict:
@@ -129,8 +140,13 @@ def sample_pairs(images: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     rows = [(i, j, True) for i, j in same] + [(i, j, False) for i, j in different]
     rows = [rows[k] for k in rng.permutation(len(rows))]
     path = images["path"]
-    pairs = pd.DataFrame({"a": [path[i] for i, _, _ in rows], "b": [path[j] for _, j, _ in rows],
-                          "same": [is_same for _, _, is_same in rows]})
+    pairs = pd.DataFrame(
+        {
+            "a": [path[i] for i, _, _ in rows],
+            "b": [path[j] for _, j, _ in rows],
+            "same": [is_same for _, _, is_same in rows],
+        }
+    )
     return _conform(pairs, PAIR_COLUMNS)
 
 
@@ -208,15 +224,18 @@ def _kface_split(csv: Path, split: str):
     bad = ~labels.isin([0, 1])
     if bad.any():
         row = int(bad.idxmax())
-        raise DataError(f"{csv}: label must be 0 (same) or 1 (different), found {table['label'][row]} "
-                        f"on data row {row + 1}")
+        raise DataError(
+            f"{csv}: label must be 0 (same) or 1 (different), found {table['label'][row]} on data row {row + 1}"
+        )
     folder = csv.parent
-    pairs = pd.DataFrame({
-        "a": [str(folder / name) for name in table["image1"]],
-        "b": [str(folder / name) for name in table["image2"]],
-        "same": labels == 0,  # the competition's convention: 0 = SAME person, 1 = DIFFERENT
-        "split": split,
-    })
+    pairs = pd.DataFrame(
+        {
+            "a": [str(folder / name) for name in table["image1"]],
+            "b": [str(folder / name) for name in table["image2"]],
+            "same": labels == 0,  # the competition's convention: 0 = SAME person, 1 = DIFFERENT
+            "split": split,
+        }
+    )
     names = pd.unique(table[["image1", "image2"]].to_numpy().ravel())  # in order of first appearance
     paths = [str(folder / name) for name in names]
     _require_files(paths, csv)
@@ -249,8 +268,10 @@ def read_cfp(root: Path):
     protocol = root / "Protocol"
     frontal = _cfp_pair_list(protocol / "Pair_list_F.txt")
     profile = _cfp_pair_list(protocol / "Pair_list_P.txt")
-    images = pd.DataFrame([_cfp_image(root, path, "frontal") for path in frontal] +
-                          [_cfp_image(root, path, "profile") for path in profile])
+    images = pd.DataFrame(
+        [_cfp_image(root, path, "frontal") for path in frontal]
+        + [_cfp_image(root, path, "profile") for path in profile]
+    )
     pairs = _cfp_pairs(protocol, frontal, profile)
     return images.sort_values("path", ignore_index=True), pairs
 
@@ -259,8 +280,14 @@ def _cfp_image(root: Path, path: str, view: str) -> dict:
     """One image row: identity NNN from the path, its protocol fold, and facing and box from its fiducials."""
     identity = Path(path).parent.parent.name
     points = _cfp_fiducials(root, Path(path))
-    return {"path": path, "identity": identity, "fold": (int(identity) - 1) // CFP_IDENTITIES_PER_FOLD + 1,
-            "view": view, "facing": _cfp_facing(points, view), "box": _cfp_box(points, view, path)}
+    return {
+        "path": path,
+        "identity": identity,
+        "fold": (int(identity) - 1) // CFP_IDENTITIES_PER_FOLD + 1,
+        "view": view,
+        "facing": _cfp_facing(points, view),
+        "box": _cfp_box(points, view, path),
+    }
 
 
 def _cfp_pair_list(path: Path) -> list:
@@ -284,10 +311,17 @@ def _cfp_pairs(protocol: Path, frontal: list, profile: list) -> pd.DataFrame:
         for fold_dir in sorted((protocol / "Split" / name).glob("[0-9]*")):
             for kind in ["same", "diff"]:
                 indices = _cfp_split_file(fold_dir / f"{kind}.txt", len(frontal), len(second))
-                tables.append(pd.DataFrame({
-                    "a": [frontal[i - 1] for i in indices["i"]], "b": [second[j - 1] for j in indices["j"]],
-                    "same": kind == "same", "fold": int(fold_dir.name), "protocol": name,
-                }))
+                tables.append(
+                    pd.DataFrame(
+                        {
+                            "a": [frontal[i - 1] for i in indices["i"]],
+                            "b": [second[j - 1] for j in indices["j"]],
+                            "same": kind == "same",
+                            "fold": int(fold_dir.name),
+                            "protocol": name,
+                        }
+                    )
+                )
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
@@ -296,8 +330,10 @@ def _cfp_split_file(path: Path, first_count: int, second_count: int) -> pd.DataF
     out_of_range = ~(indices["i"].between(1, first_count) & indices["j"].between(1, second_count))
     if out_of_range.any():
         row = indices[out_of_range].iloc[0]
-        raise DataError(f"{path}: pair {row['i']},{row['j']} names an image beyond the pair lists "
-                        f"({first_count} and {second_count} entries)")
+        raise DataError(
+            f"{path}: pair {row['i']},{row['j']} names an image beyond the pair lists "
+            f"({first_count} and {second_count} entries)"
+        )
     return indices
 
 
@@ -371,8 +407,9 @@ def _lfw_pairs(path: Path, root: Path) -> pd.DataFrame:
         try:
             rows.append(_lfw_pair(root, fields))
         except ValueError:
-            raise DataError(f"{path}: pair {number} {' '.join(fields)!r}: expected 'name i j' or 'name1 i name2 j'"
-                            ) from None
+            raise DataError(
+                f"{path}: pair {number} {' '.join(fields)!r}: expected 'name i j' or 'name1 i name2 j'"
+            ) from None
     pairs = pd.DataFrame(rows, columns=["a", "b", "same"])
     if folds:
         pairs["fold"] = np.arange(len(pairs)) // (2 * per_class) + 1
@@ -428,8 +465,10 @@ def _read_csv(path: Path, required: list, **options) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read as CSV: {_one_line(error)}") from None
     missing = [column for column in required if column not in table]
     if missing:
-        raise DataError(f"{path}: missing column {missing[0]!r} (needs {', '.join(required)}; "
-                        f"has {', '.join(map(str, table.columns))})")
+        raise DataError(
+            f"{path}: missing column {missing[0]!r} (needs {', '.join(required)}; "
+            f"has {', '.join(map(str, table.columns))})"
+        )
     return table
 
 

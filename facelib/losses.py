@@ -75,8 +75,16 @@ class TriarchyCriterion(nn.Module):
     The Baseline uses the same class with `use_center=False` (softmax + triplet only).
     """
 
-    def __init__(self, num_ids, dim=512, label_smoothing=0.1, triplet_weight=1.0, center_weight=5e-4,
-                 use_center=True, triplet_scale="raw"):
+    def __init__(
+        self,
+        num_ids,
+        dim=512,
+        label_smoothing=0.1,
+        triplet_weight=1.0,
+        center_weight=5e-4,
+        use_center=True,
+        triplet_scale="raw",
+    ):
         super().__init__()
         self.identity_loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.triplet_loss = SoftMarginTripletLoss(triplet_scale)

@@ -142,7 +142,7 @@ def read_checkpoint(path, map_location="cpu"):
 
 
 def backbone_state(state_dict, prefix):
-    return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
 def load_backbone_from_pretext(model, pretext_path):

@@ -31,8 +31,9 @@ NOTEBOOKS = [
 # P x K: 16 x 4 helps the identity triplet loss, while the pretext run the tuning used was 8 x 8.
 PROFILES = {
     "default": dict(image_size=64, pretext_epochs=4, epochs=20, pretext_batch=(8, 8), batch=(16, 4), ablations=False),
-    "smoke": dict(identities=16, image_size=32, pretext_epochs=1, epochs=2, pretext_batch=(4, 4), batch=(4, 4),
-                  ablations=True),
+    "smoke": dict(
+        identities=16, image_size=32, pretext_epochs=1, epochs=2, pretext_batch=(4, 4), batch=(4, 4), ablations=True
+    ),
 }
 
 
@@ -111,8 +112,17 @@ class Settings:
         return sorted(np.random.default_rng(self.seed).choice(count, size=min(k, count), replace=False))
 
 
-def setup(data=None, run_dir="runs/main", profile="default", epochs=None, pretext_epochs=None, image_size=None,
-          seed=0, device="auto", ablations=None):
+def setup(
+    data=None,
+    run_dir="runs/main",
+    profile="default",
+    epochs=None,
+    pretext_epochs=None,
+    image_size=None,
+    seed=0,
+    device="auto",
+    ablations=None,
+):
     """Settings for one notebook: explicit values win, the profile fills the rest, synthetic data is made if needed."""
     from facelib import layouts
 
@@ -133,13 +143,21 @@ def setup(data=None, run_dir="runs/main", profile="default", epochs=None, pretex
     cfp = data_format == "cfp"
     Path(run_dir, "figures").mkdir(parents=True, exist_ok=True)
     return Settings(
-        data=str(data), format=data_format, run_dir=str(run_dir), profile=profile,
+        data=str(data),
+        format=data_format,
+        run_dir=str(run_dir),
+        profile=profile,
         image_size=image_size or preset["image_size"],
         pretext_epochs=pretext_epochs or preset["pretext_epochs"],
-        epochs=epochs or preset["epochs"], pretext_batch=preset["pretext_batch"], batch=preset["batch"], seed=seed,
+        epochs=epochs or preset["epochs"],
+        pretext_batch=preset["pretext_batch"],
+        batch=preset["batch"],
+        seed=seed,
         device=device,
-        ablations=preset["ablations"] if ablations is None else ablations, train_folds=list(range(1, 9)) if cfp else None,
-        val_folds=[9] if cfp else None, figures_dir=str(REPO / "figures") if reference_run else None,
+        ablations=preset["ablations"] if ablations is None else ablations,
+        train_folds=list(range(1, 9)) if cfp else None,
+        val_folds=[9] if cfp else None,
+        figures_dir=str(REPO / "figures") if reference_run else None,
     )
 
 
@@ -149,14 +167,20 @@ def run_series(profile="default", data=None, out="runs/main", device="auto", not
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    parameters = dict(data=None if data is None else str(Path(data).resolve()), run_dir=str(out),
-                      profile=profile, device=device)
+    parameters = dict(
+        data=None if data is None else str(Path(data).resolve()), run_dir=str(out), profile=profile, device=device
+    )
     for name in notebooks:
         print(f"== {name}", flush=True)
         try:
             papermill.execute_notebook(
-                NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb", parameters=parameters,
-                cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False, log_output=True,
+                NOTEBOOK_DIR / f"{name}.ipynb",
+                out / f"{name}.ipynb",
+                parameters=parameters,
+                cwd=str(NOTEBOOK_DIR),
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=True,
             )
         except papermill.PapermillExecutionError as error:
             raise FacelibError(
@@ -164,5 +188,3 @@ def run_series(profile="default", data=None, out="runs/main", device="auto", not
                 f"(executed copy: {out / f'{name}.ipynb'})"
             ) from None
     return out
-
-

@@ -35,8 +35,13 @@ class Ranking:
         return float(average_precision.mean())
 
     def summary(self):
-        return {"rank1": self.cmc(1), "rank5": self.cmc(5), "mAP": self.mean_average_precision(),
-                "probes": len(self.probes), "gallery": self.hits.shape[1]}
+        return {
+            "rank1": self.cmc(1),
+            "rank5": self.cmc(5),
+            "mAP": self.mean_average_precision(),
+            "probes": len(self.probes),
+            "gallery": self.hits.shape[1],
+        }
 
 
 def rank_gallery(embeddings, identities, gallery, probes=None):
@@ -58,5 +63,9 @@ def rank_gallery(embeddings, identities, gallery, probes=None):
     order = np.argsort(-similarity, axis=1, kind="stable")
     hits = gallery_rows[order]
     labels = identities.to_numpy()
-    return Ranking(probes=probe_rows, hits=hits, similarity=np.take_along_axis(similarity, order, axis=1),
-                   correct=labels[hits] == labels[probe_rows][:, None])
+    return Ranking(
+        probes=probe_rows,
+        hits=hits,
+        similarity=np.take_along_axis(similarity, order, axis=1),
+        correct=labels[hits] == labels[probe_rows][:, None],
+    )

@@ -56,17 +56,57 @@ SUPERSAMPLE = 2  # rays per pixel along each axis: smooth edges without a blur
 
 # ---------------------------------------------------------------------------------------------- identities
 
-SKIN_TONES = np.array([[255, 224, 196], [241, 194, 160], [224, 172, 125], [198, 134, 92], [160, 102, 66],
-                       [125, 80, 55], [100, 66, 46]], np.float32) / 255
-HAIR_COLOURS = np.array([[25, 22, 22], [70, 45, 30], [120, 80, 45], [165, 70, 35], [215, 170, 90],
-                         [235, 220, 170], [150, 150, 155], [235, 235, 235], [40, 70, 160], [200, 70, 140],
-                         [60, 140, 90], [110, 60, 160]], np.float32) / 255
-IRIS_COLOURS = np.array([[70, 45, 25], [35, 25, 20], [60, 110, 180], [70, 130, 80], [130, 100, 50],
-                         [110, 120, 130]], np.float32) / 255
+SKIN_TONES = (
+    np.array(
+        [
+            [255, 224, 196],
+            [241, 194, 160],
+            [224, 172, 125],
+            [198, 134, 92],
+            [160, 102, 66],
+            [125, 80, 55],
+            [100, 66, 46],
+        ],
+        np.float32,
+    )
+    / 255
+)
+HAIR_COLOURS = (
+    np.array(
+        [
+            [25, 22, 22],
+            [70, 45, 30],
+            [120, 80, 45],
+            [165, 70, 35],
+            [215, 170, 90],
+            [235, 220, 170],
+            [150, 150, 155],
+            [235, 235, 235],
+            [40, 70, 160],
+            [200, 70, 140],
+            [60, 140, 90],
+            [110, 60, 160],
+        ],
+        np.float32,
+    )
+    / 255
+)
+IRIS_COLOURS = (
+    np.array([[70, 45, 25], [35, 25, 20], [60, 110, 180], [70, 130, 80], [130, 100, 50], [110, 120, 130]], np.float32)
+    / 255
+)
 # hair style -> unit-sphere height of the hair's edge at the front, the sides and the back (None: no cap)
-HAIRLINES = {"short": (0.5, 0.25, -0.5), "buzz": (0.55, 0.3, -0.45), "fringe": (0.15, 0.2, -0.5),
-             "side_part": (0.42, 0.2, -0.55), "long": (0.45, -0.9, -0.9), "bun": (0.5, 0.3, -0.35),
-             "curly": (0.45, 0.0, -0.55), "balding": (1.2, 0.05, -0.4), "mohawk": None}
+HAIRLINES = {
+    "short": (0.5, 0.25, -0.5),
+    "buzz": (0.55, 0.3, -0.45),
+    "fringe": (0.15, 0.2, -0.5),
+    "side_part": (0.42, 0.2, -0.55),
+    "long": (0.45, -0.9, -0.9),
+    "bun": (0.5, 0.3, -0.35),
+    "curly": (0.45, 0.0, -0.55),
+    "balding": (1.2, 0.05, -0.4),
+    "mohawk": None,
+}
 HAIR_STYLES = list(HAIRLINES)
 BEARDS = [None, None, None, "stubble", "full", "goatee", "moustache"]
 
@@ -109,22 +149,38 @@ def sample_identity(rng: np.random.Generator) -> Identity:
     hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))] * u(0.9, 1.08, 3).astype(np.float32)
     glasses = None
     if rng.random() < 0.3:
-        glasses = (np.array(rng.choice([[0.1, 0.1, 0.1], [0.55, 0.2, 0.15], [0.15, 0.3, 0.6], [0.75, 0.65, 0.3]]),
-                            np.float32), u(0.085, 0.11), float(rng.choice([2.0, 4.0])))
-    freckles = (np.column_stack([rng.uniform(-0.3, 0.3, 25), rng.uniform(-0.22, -0.06, 25)]).astype(np.float32)
-                if rng.random() < 0.2 else np.zeros((0, 2), np.float32))
+        glasses = (
+            np.array(rng.choice([[0.1, 0.1, 0.1], [0.55, 0.2, 0.15], [0.15, 0.3, 0.6], [0.75, 0.65, 0.3]]), np.float32),
+            u(0.085, 0.11),
+            float(rng.choice([2.0, 4.0])),
+        )
+    freckles = (
+        np.column_stack([rng.uniform(-0.3, 0.3, 25), rng.uniform(-0.22, -0.06, 25)]).astype(np.float32)
+        if rng.random() < 0.2
+        else np.zeros((0, 2), np.float32)
+    )
     return Identity(
-        skin=np.clip(skin, 0, 1), lips=np.clip(skin * [0.78, 0.5, 0.5] + [0.12, 0.0, 0.02], 0, 1).astype(np.float32),
-        hair=np.clip(hair, 0, 1), iris=IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))],
-        hair_style=style, hairline=hairline, hair_part=float(rng.choice([-1, 1]) * u(0.0, 0.35)),
-        hair_wave=(u(0.0, 0.08), float(rng.integers(3, 9)), u(0, 2 * np.pi)), hair_thickness=thickness,
-        head=head, jaw=np.array([u(0.72, 1.0), u(0.72, 0.9), u(0.82, 0.95), u(0.18, 0.3)], np.float32),
-        eyes=np.array([u(0.16, 0.21), u(0.0, 0.07), u(0.075, 0.1), u(0.045, 0.06), u(0.032, 0.042),
-                       u(-0.25, 0.25)], np.float32),
+        skin=np.clip(skin, 0, 1),
+        lips=np.clip(skin * [0.78, 0.5, 0.5] + [0.12, 0.0, 0.02], 0, 1).astype(np.float32),
+        hair=np.clip(hair, 0, 1),
+        iris=IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))],
+        hair_style=style,
+        hairline=hairline,
+        hair_part=float(rng.choice([-1, 1]) * u(0.0, 0.35)),
+        hair_wave=(u(0.0, 0.08), float(rng.integers(3, 9)), u(0, 2 * np.pi)),
+        hair_thickness=thickness,
+        head=head,
+        jaw=np.array([u(0.72, 1.0), u(0.72, 0.9), u(0.82, 0.95), u(0.18, 0.3)], np.float32),
+        eyes=np.array(
+            [u(0.16, 0.21), u(0.0, 0.07), u(0.075, 0.1), u(0.045, 0.06), u(0.032, 0.042), u(-0.25, 0.25)], np.float32
+        ),
         brows=np.array([u(0.04, 0.08), u(0.015, 0.03), u(0.0, 0.04), u(-0.25, 0.25), u(0.08, 0.12)], np.float32),
         nose=np.array([u(-0.18, -0.12), u(0.045, 0.075), u(0.08, 0.12), u(0.1, 0.17), u(-0.35, 0.3)], np.float32),
         mouth=np.array([u(-0.37, -0.31), u(0.1, 0.15), u(0.014, 0.026)], np.float32),
-        ears=u(0.8, 1.25), glasses=glasses, beard=BEARDS[rng.integers(len(BEARDS))], freckles=freckles,
+        ears=u(0.8, 1.25),
+        glasses=glasses,
+        beard=BEARDS[rng.integers(len(BEARDS))],
+        freckles=freckles,
         blush=u(0.0, 0.35) if rng.random() < 0.4 else 0.0,
     )
 
@@ -158,10 +214,17 @@ def sample_view(rng: np.random.Generator, angle: int, expression: int, light: in
     n_blobs = rng.integers(0, 5)
     blobs = np.column_stack([u(-1, 1, (n_blobs, 2)), u(0.15, 0.6, n_blobs), _random_colours(rng, n_blobs)])
     return View(
-        angle=angle, expression=expression, light=light,
-        yaw=CAMERA_YAW[angle] + u(-3, 3), pitch=u(-10, 10), roll=u(-6, 6), scale=u(1.05, 1.18),
-        shift=(u(-0.05, 0.05, 2) - [0, 0.04]).astype(np.float32), light_dir=direction / np.linalg.norm(direction),
-        light_tint=(u(0.88, 1.12) * u(0.95, 1.05, 3)).astype(np.float32), ambient=u(0.45, 0.6),
+        angle=angle,
+        expression=expression,
+        light=light,
+        yaw=CAMERA_YAW[angle] + u(-3, 3),
+        pitch=u(-10, 10),
+        roll=u(-6, 6),
+        scale=u(1.05, 1.18),
+        shift=(u(-0.05, 0.05, 2) - [0, 0.04]).astype(np.float32),
+        light_dir=direction / np.linalg.norm(direction),
+        light_tint=(u(0.88, 1.12) * u(0.95, 1.05, 3)).astype(np.float32),
+        ambient=u(0.45, 0.6),
         background=(colour_a, colour_b, u(0, 2 * np.pi), stripes, blobs.astype(np.float32)),
         shirt=_random_colours(rng, 1)[0],
     )
@@ -211,8 +274,11 @@ def build_scene(person: Identity) -> list:
     ]
     for side in (-1, 1):
         ear_axes = _rotation_y(-side * 0.45) @ _rotation_x(-0.15)  # flaring out towards the back
-        scene.append(Ellipsoid((side * rx * 0.97, ear_y, -0.12 * rz), (0.035, 0.12 * person.ears, 0.075 * person.ears),
-                               EAR, ear_axes))
+        scene.append(
+            Ellipsoid(
+                (side * rx * 0.97, ear_y, -0.12 * rz), (0.035, 0.12 * person.ears, 0.075 * person.ears), EAR, ear_axes
+            )
+        )
     scene += _hair(person)
     return scene
 
@@ -221,11 +287,18 @@ def _hair(person: Identity) -> list:
     """Hair: a shell around the cranium cut along a wavy hairline, plus the style's extra parts."""
     rx, ry, rz = person.head
     t, style = person.hair_thickness, person.hair_style
-    shells = [Ellipsoid((0, 0.02, -0.02), (rx * t, ry * t, rz * t), HAIR, mask=_hair_cap(person))] \
-        if person.hairline else []
+    shells = (
+        [Ellipsoid((0, 0.02, -0.02), (rx * t, ry * t, rz * t), HAIR, mask=_hair_cap(person))] if person.hairline else []
+    )
     if style == "long":  # a curtain falling behind the face down to the shoulders
-        shells.append(Ellipsoid((0, -0.3 * ry, -0.12 * rz), (rx * 1.2, ry * 1.05, rz * 0.95), HAIR,
-                                mask=lambda q: (q[2] < 0.35 + 0.1 * np.sin(9 * q[0])) & (q[1] > -0.8)))
+        shells.append(
+            Ellipsoid(
+                (0, -0.3 * ry, -0.12 * rz),
+                (rx * 1.2, ry * 1.05, rz * 0.95),
+                HAIR,
+                mask=lambda q: (q[2] < 0.35 + 0.1 * np.sin(9 * q[0])) & (q[1] > -0.8),
+            )
+        )
     if style == "mohawk":  # a fin from the forehead over the crown to the nape
         shells.append(Ellipsoid((0, ry * 0.3, -0.1 * rz), (0.07, ry * 0.85, rz * 0.98), HAIR))
     if style == "bun":
@@ -285,11 +358,20 @@ class Rays:
     @classmethod
     def of(cls, view: View, n: int):
         grid = (np.arange(n, dtype=np.float32) + 0.5) / n * 2 - 1
-        rotation = (_rotation_z(np.radians(view.roll)) @ _rotation_x(np.radians(view.pitch))
-                    @ _rotation_y(np.radians(view.yaw)))
+        rotation = (
+            _rotation_z(np.radians(view.roll)) @ _rotation_x(np.radians(view.pitch)) @ _rotation_y(np.radians(view.yaw))
+        )
         to_head = rotation.T / view.scale  # camera = scale * rotation @ head + shift
-        return cls(grid[None, :], -grid[:, None], to_head @ np.array([-view.shift[0], -view.shift[1], 4], np.float32),
-                   to_head[:, 0], to_head[:, 1], to_head @ np.array([0, 0, -1], np.float32), rotation, view)
+        return cls(
+            grid[None, :],
+            -grid[:, None],
+            to_head @ np.array([-view.shift[0], -view.shift[1], 4], np.float32),
+            to_head[:, 0],
+            to_head[:, 1],
+            to_head @ np.array([0, 0, -1], np.float32),
+            rotation,
+            view,
+        )
 
     def window(self, shape: Ellipsoid):
         """Rows and columns whose rays can reach the shape (its bounding sphere, projected)."""
@@ -327,7 +409,7 @@ def render(person: Identity, view: View, size: int) -> np.ndarray:
         image[rows, cols] = _shade(person, rays, scene, code, rays.points(rows, cols, depth[rows, cols]))
     image = _ink(image, winner, scene)
     image = sum(image[i::SUPERSAMPLE, j::SUPERSAMPLE] for i in range(SUPERSAMPLE) for j in range(SUPERSAMPLE))
-    image /= SUPERSAMPLE ** 2
+    image /= SUPERSAMPLE**2
     return np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -379,7 +461,7 @@ def _normal(scene, shape, point):
         unit = part.axes.T @ (point - part.centre[:, None]) / radii
         gradient = part.axes @ (unit / radii)
         gradient /= np.linalg.norm(gradient, axis=0)
-        total = total + np.exp(-6 * np.abs((unit ** 2).sum(0) - 1)) * gradient
+        total = total + np.exp(-6 * np.abs((unit**2).sum(0) - 1)) * gradient
     return total / np.linalg.norm(total, axis=0)
 
 
@@ -406,7 +488,7 @@ def _background(view, size):
     wave = np.sin(frequency * (xs * np.cos(stripe_angle) + ys * np.sin(stripe_angle)) + phase)
     image = image + (stripe_colour - image) * (opacity * np.clip(wave * 2, 0, 1))[..., None]
     for x, y, radius, *rgb in blobs:  # a Gaussian is separable: an outer product of two 1-d profiles
-        weight = (np.exp(-(ys - y) ** 2 / (2 * radius ** 2)) * np.exp(-(xs - x) ** 2 / (2 * radius ** 2)))[..., None]
+        weight = (np.exp(-((ys - y) ** 2) / (2 * radius**2)) * np.exp(-((xs - x) ** 2) / (2 * radius**2)))[..., None]
         image = image + (np.array(rgb, np.float32) - image) * (0.6 * weight)
     return image.astype(np.float32)
 
@@ -449,13 +531,16 @@ def _paint_face(colour, person, expression, point):
 
     if person.blush:
         for side in (-1, 1):
-            paint(front & ((x - side * (ex + 0.03)) ** 2 + (y - ey + 0.17) ** 2 < 0.07 ** 2),
-                  [0.95, 0.45, 0.45], person.blush)
+            paint(
+                front & ((x - side * (ex + 0.03)) ** 2 + (y - ey + 0.17) ** 2 < 0.07**2),
+                [0.95, 0.45, 0.45],
+                person.blush,
+            )
     if len(person.freckles):
         near = np.flatnonzero(front & (np.abs(x) < 0.32) & (y < ey - 0.04) & (y > ey - 0.25))
         fx, fy = person.freckles.T
         spots = np.zeros(len(x), bool)
-        spots[near] = ((x[near, None] - fx) ** 2 + (y[near, None] - ey - fy) ** 2 < 0.011 ** 2).any(axis=1)
+        spots[near] = ((x[near, None] - fx) ** 2 + (y[near, None] - ey - fy) ** 2 < 0.011**2).any(axis=1)
         paint(spots, person.skin * 0.7)
     _paint_beard(paint, person, x, y, z, front)
     _paint_mouth(paint, person, expression, x, y, front)
@@ -467,19 +552,25 @@ def _paint_face(colour, person, expression, point):
         u, v = c * dx + s * dy, -s * dx + c * dy
         across = np.sqrt(np.clip(1 - (u / ew) ** 2, 0, None))
         opening = front & (np.abs(u) < ew) & (v < eh * opening_up * across) & (v > -eh * opening_down * across)
-        rim = front & (np.abs(u) < ew + 0.012) & (v < eh * opening_up * across + 0.014) & \
-            (v > -eh * opening_down * across - 0.008)
+        rim = (
+            front
+            & (np.abs(u) < ew + 0.012)
+            & (v < eh * opening_up * across + 0.014)
+            & (v > -eh * opening_down * across - 0.008)
+        )
         paint(rim & ~opening, [0.12, 0.08, 0.07])
         paint(opening, [0.97, 0.97, 0.95])
-        iris = opening & (u ** 2 + v ** 2 < iris_r ** 2)
+        iris = opening & (u**2 + v**2 < iris_r**2)
         paint(iris, person.iris)
-        paint(iris & (u ** 2 + v ** 2 < (iris_r * 0.45) ** 2), [0.03, 0.03, 0.03])
+        paint(iris & (u**2 + v**2 < (iris_r * 0.45) ** 2), [0.03, 0.03, 0.03])
         paint(iris & ((u - iris_r * 0.35) ** 2 + (v - iris_r * 0.35) ** 2 < (iris_r * 0.25) ** 2), [1, 1, 1])
         lift, thick, arch, tilt, length = person.brows
         arch = arch * (1.6 if expression == 3 else 1.0)
         centre = ey + eh + lift + brow_lift + arch * (1 - (dx / length) ** 2) + tilt * 0.3 * dx
-        paint(front & (np.abs(dx) < length) & (np.abs(y - centre) < thick * (1 - 0.4 * (dx / length) ** 2)),
-              person.hair * 0.7 + 0.05)
+        paint(
+            front & (np.abs(dx) < length) & (np.abs(y - centre) < thick * (1 - 0.4 * (dx / length) ** 2)),
+            person.hair * 0.7 + 0.05,
+        )
         if person.glasses is not None:
             frame, radius, squareness = person.glasses
             ring = (np.abs(dx) ** squareness + np.abs(dy) ** squareness) ** (1 / squareness)
@@ -498,13 +589,13 @@ def _paint_mouth(paint, person, expression, x, y, front):
     r = x / mw
     inside = np.abs(r) < 1
     if expression == 1:  # closed: two lips meeting on a slightly curved line
-        line = my + 0.008 * r ** 2
-        paint(front & inside & (np.abs(y - line) < lip * np.clip(1 - r ** 2, 0, 1) ** 0.4), person.lips)
+        line = my + 0.008 * r**2
+        paint(front & inside & (np.abs(y - line) < lip * np.clip(1 - r**2, 0, 1) ** 0.4), person.lips)
         paint(front & inside & (np.abs(y - line) < 0.004), person.lips * 0.5)
     elif expression == 2:  # open smile: a crescent with teeth
         r = x / (mw * 1.2)
         inside = np.abs(r) < 1
-        top, bottom = my + 0.035 * r ** 2 + 0.005, my - 0.055 * (1 - r ** 2) + 0.035 * r ** 2
+        top, bottom = my + 0.035 * r**2 + 0.005, my - 0.055 * (1 - r**2) + 0.035 * r**2
         paint(front & inside & (y < top + lip * 0.7) & (y > bottom - lip), person.lips)
         mouth = front & inside & (y < top) & (y > bottom)
         paint(mouth, [0.35, 0.08, 0.1])
@@ -575,13 +666,18 @@ def generate(out, identities: int = 100, seed: int = 0, size: int = 112, *, work
     try:
         images = _render_all(images, work, seed, size, workers)
         _write_tables(images, pairs, work)
-        (work / "synthetic.json").write_text(json.dumps(
-            {"generator": "facelib.synthetic", "identities": identities, "seed": seed, "size": size}, indent=1) + "\n")
+        (work / "synthetic.json").write_text(
+            json.dumps(
+                {"generator": "facelib.synthetic", "identities": identities, "seed": seed, "size": size}, indent=1
+            )
+            + "\n"
+        )
         try:
             os.rename(work, out)  # atomic; replaces `out` only if it is an empty folder
         except OSError:
-            raise FacelibError(f"{out} appeared while generating and is not empty: choose a new output folder") \
-                from None
+            raise FacelibError(
+                f"{out} appeared while generating and is not empty: choose a new output folder"
+            ) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
@@ -599,11 +695,21 @@ def plan(identities: int, seed: int):
         face_id = str(10000001 + index)  # K-Face style numeric id, no leading zero (reads back the same as int)
         for (angle, expression), lights in _lights(seed, index).items():
             for light in lights:
-                rows.append((split_of[index], index, face_id, light, expression, angle,
-                             f"{face_id}_S001_L{light}_E{expression:02d}_C{angle}_cropped.jpg"))
+                rows.append(
+                    (
+                        split_of[index],
+                        index,
+                        face_id,
+                        light,
+                        expression,
+                        angle,
+                        f"{face_id}_S001_L{light}_E{expression:02d}_C{angle}_cropped.jpg",
+                    )
+                )
     images = pd.DataFrame(rows, columns=["split", "index", "face_id", "light", "expression", "angle", "file_name"])
-    pairs = pd.concat([_pairs(images[images.split == split], split, rng) for split in ["validate", "test"]],
-                      ignore_index=True)
+    pairs = pd.concat(
+        [_pairs(images[images.split == split], split, rng) for split in ["validate", "test"]], ignore_index=True
+    )
     used = set(pairs.image1) | set(pairs.image2)
     images = images[(images.split == "train") | images.file_name.isin(used)].reset_index(drop=True)
     return images, pairs
@@ -617,8 +723,14 @@ def _pairs(images: pd.DataFrame, split: str, rng: np.random.Generator) -> pd.Dat
             side = images[images.angle == camera]
             for label, partners in [(0, side[side.face_id == face_id]), (1, side[side.face_id != face_id])]:
                 picks = rng.choice(len(frontal) * len(partners), PAIRS_PER_CAMERA, replace=False)  # distinct pairs
-                rows += [(frontal.file_name.iloc[pick // len(partners)], partners.file_name.iloc[pick % len(partners)],
-                          label) for pick in picks]
+                rows += [
+                    (
+                        frontal.file_name.iloc[pick // len(partners)],
+                        partners.file_name.iloc[pick % len(partners)],
+                        label,
+                    )
+                    for pick in picks
+                ]
     pairs = pd.DataFrame(rows, columns=["image1", "image2", "label"])
     return pairs.iloc[rng.permutation(len(pairs))].assign(split=split).reset_index(drop=True)
 
@@ -627,8 +739,16 @@ def _render_all(images: pd.DataFrame, work: Path, seed: int, size: int, workers)
     """Render every identity's images into work/{split}/, in parallel over identities; adds the rendered yaw, pitch."""
     for split in ["train", "validate", "test"]:
         (work / split).mkdir()
-    jobs = [(seed, index, group[["split", "file_name", "angle", "expression", "light"]].to_numpy().tolist(),
-             str(work), size) for index, group in images.groupby("index")]
+    jobs = [
+        (
+            seed,
+            index,
+            group[["split", "file_name", "angle", "expression", "light"]].to_numpy().tolist(),
+            str(work),
+            size,
+        )
+        for index, group in images.groupby("index")
+    ]
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = min(workers, len(jobs))
@@ -657,9 +777,13 @@ def _render_identity(job):
 def _lights(seed, index) -> dict:
     """(camera, expression) -> the LIGHTS_PER_VIEW light codes this identity is photographed under."""
     rng = np.random.default_rng([seed, index, 1])
-    return {(angle, expression): sorted(int(light) for light in
-                                        rng.choice(list(LIGHT_DIRECTION), LIGHTS_PER_VIEW, replace=False))
-            for angle in CAMERA_YAW for expression in EXPRESSIONS}
+    return {
+        (angle, expression): sorted(
+            int(light) for light in rng.choice(list(LIGHT_DIRECTION), LIGHTS_PER_VIEW, replace=False)
+        )
+        for angle in CAMERA_YAW
+        for expression in EXPRESSIONS
+    }
 
 
 def _person(seed, index) -> Identity:
@@ -674,15 +798,19 @@ def _view(seed, index, angle, expression, light) -> View:
 def _write_tables(images: pd.DataFrame, pairs: pd.DataFrame, work: Path):
     train = images[images.split == "train"]
     train[["file_name", "face_id", "light", "expression", "angle", "yaw", "pitch"]].to_csv(
-        work / "train" / "train_meta.csv", index=False)
+        work / "train" / "train_meta.csv", index=False
+    )
     for split in ["validate", "test"]:
         pairs[pairs.split == split][["image1", "image2", "label"]].to_csv(
-            work / split / f"{split}_label.csv", index=False)
+            work / split / f"{split}_label.csv", index=False
+        )
 
 
 def _is_dataset(path: Path) -> bool:
-    return all((path / name).is_file() for name in
-               ["train/train_meta.csv", "validate/validate_label.csv", "test/test_label.csv"])
+    return all(
+        (path / name).is_file()
+        for name in ["train/train_meta.csv", "validate/validate_label.csv", "test/test_label.csv"]
+    )
 
 
 def preview(out, identities: int = 4, seed: int = 0, size: int = 160) -> Path:

@@ -58,9 +58,23 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------- public API
 
 
-def train_pretext(data_root, out, epochs=6, image_size=64, batch=(8, 8), seed=0, train_folds=None,
-                  device="auto", lr=1e-3, weight_decay=5e-4, warmup=0.1, augmentation=None, resume=False,
-                  cache_dir=None, progress=True):
+def train_pretext(
+    data_root,
+    out,
+    epochs=6,
+    image_size=64,
+    batch=(8, 8),
+    seed=0,
+    train_folds=None,
+    device="auto",
+    lr=1e-3,
+    weight_decay=5e-4,
+    warmup=0.1,
+    augmentation=None,
+    resume=False,
+    cache_dir=None,
+    progress=True,
+):
     """Train the pretext model (camera angle + expression, or CFP view + facing) and return RUN/pretext.pt.
 
     The training images are the `train` split (K-Face layout), the `train_folds` (CFP; default: every fold)
@@ -68,17 +82,47 @@ def train_pretext(data_root, out, epochs=6, image_size=64, batch=(8, 8), seed=0,
     camera code to the code of opposite yaw; a camera code without a known mirror is never flipped.
     resume: continue from RUN/pretext.pt with the settings stored in it (the other arguments are ignored).
     """
-    settings = dict(kind="pretext", data_root=str(Path(data_root).resolve()), epochs=epochs,
-                    image_size=image_size, batch=list(batch), seed=seed, train_folds=_folds(train_folds),
-                    lr=lr, weight_decay=weight_decay, warmup=warmup, augmentation=_augmentation(augmentation))
+    settings = dict(
+        kind="pretext",
+        data_root=str(Path(data_root).resolve()),
+        epochs=epochs,
+        image_size=image_size,
+        batch=list(batch),
+        seed=seed,
+        train_folds=_folds(train_folds),
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        augmentation=_augmentation(augmentation),
+    )
     return _run(settings, Path(out), resume, device, cache_dir, progress)
 
 
-def train_identity(data_root, out, init=None, model="triarchy", epochs=40, image_size=64, batch=(16, 4),
-                   seed=0, resume=False, train_folds=None, val_folds=None, device="auto", lr=1e-3,
-                   weight_decay=5e-4, warmup=0.1, label_smoothing=None, triplet_weight=1.0,
-                   triplet_scale=TRIPLET_SCALE, center_weight=5e-4, center_lr=0.5, augmentation=None,
-                   cache_dir=None, progress=True):
+def train_identity(
+    data_root,
+    out,
+    init=None,
+    model="triarchy",
+    epochs=40,
+    image_size=64,
+    batch=(16, 4),
+    seed=0,
+    resume=False,
+    train_folds=None,
+    val_folds=None,
+    device="auto",
+    lr=1e-3,
+    weight_decay=5e-4,
+    warmup=0.1,
+    label_smoothing=None,
+    triplet_weight=1.0,
+    triplet_scale=TRIPLET_SCALE,
+    center_weight=5e-4,
+    center_lr=0.5,
+    augmentation=None,
+    cache_dir=None,
+    progress=True,
+):
     """Train Triarchy (or the Baseline) on identities; return RUN/model.pt, the best model by validation accuracy.
 
     init: a pretext checkpoint whose backbone initialises the model. Validation pairs: the `validate` split
@@ -91,17 +135,29 @@ def train_identity(data_root, out, init=None, model="triarchy", epochs=40, image
     if model not in models.MODELS:
         raise FacelibError(f"model: expected one of {', '.join(models.MODELS)}, got {model!r}")
     if triplet_scale not in losses.TRIPLET_SCALES:
-        raise FacelibError(
-            f"triplet_scale: expected one of {', '.join(losses.TRIPLET_SCALES)}, got {triplet_scale!r}")
+        raise FacelibError(f"triplet_scale: expected one of {', '.join(losses.TRIPLET_SCALES)}, got {triplet_scale!r}")
     if label_smoothing is None:
         label_smoothing = 0.1 if model == "triarchy" else 0.0
-    settings = dict(kind=model, data_root=str(Path(data_root).resolve()), init=str(Path(init).resolve()) if init else None,
-                    epochs=epochs, image_size=image_size, batch=list(batch), seed=seed,
-                    train_folds=_folds(train_folds), val_folds=_folds(val_folds), lr=lr,
-                    weight_decay=weight_decay, warmup=warmup, label_smoothing=label_smoothing,
-                    triplet_weight=triplet_weight, triplet_scale=triplet_scale,
-                    center_weight=center_weight if model == "triarchy" else None,
-                    center_lr=center_lr if model == "triarchy" else None, augmentation=_augmentation(augmentation))
+    settings = dict(
+        kind=model,
+        data_root=str(Path(data_root).resolve()),
+        init=str(Path(init).resolve()) if init else None,
+        epochs=epochs,
+        image_size=image_size,
+        batch=list(batch),
+        seed=seed,
+        train_folds=_folds(train_folds),
+        val_folds=_folds(val_folds),
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        label_smoothing=label_smoothing,
+        triplet_weight=triplet_weight,
+        triplet_scale=triplet_scale,
+        center_weight=center_weight if model == "triarchy" else None,
+        center_lr=center_lr if model == "triarchy" else None,
+        augmentation=_augmentation(augmentation),
+    )
     return _run(settings, Path(out), resume, device, cache_dir, progress)
 
 
@@ -180,8 +236,10 @@ def pretext_labels(images):
         targets.append(target)
         mirrored.append(flipped_target)
     if not classes:
-        raise FacelibError("no pretext labels in the training images: expected camera angle + expression "
-                           "(K-Face file names) or frontal/profile views (CFP)")
+        raise FacelibError(
+            "no pretext labels in the training images: expected camera angle + expression "
+            "(K-Face file names) or frontal/profile views (CFP)"
+        )
     targets, mirrored = torch.from_numpy(np.stack(targets, 1)), torch.from_numpy(np.stack(mirrored, 1))
     # a label that has no known mirror (IGNORE after flipping a known target) forbids flipping that image
     flippable = ~((mirrored == IGNORE) & (targets != IGNORE)).any(1)
@@ -214,8 +272,13 @@ def _angle_mirror(images):
 class PretextTask:
     """Cross-entropy on every pretext head (angle + expression, or view + facing), summed."""
 
-    files = dict(checkpoint="pretext.pt", best=None, metrics="pretext_metrics.csv",
-                 config="pretext_config.json", log="pretext.log")
+    files = dict(
+        checkpoint="pretext.pt",
+        best=None,
+        metrics="pretext_metrics.csv",
+        config="pretext_config.json",
+        log="pretext.log",
+    )
 
     def __init__(self, settings, images):
         self.settings = settings
@@ -236,7 +299,9 @@ class PretextTask:
             target = targets[:, column]
             known = (target != IGNORE).sum()
             # mean over the known labels only; a batch without any (e.g. all-frontal for 'facing') adds 0
-            head_loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum") / known.clamp(min=1)
+            head_loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum") / known.clamp(
+                min=1
+            )
             total = total + head_loss
             parts[name] = head_loss.item()
             parts[f"{name}_acc"] = ((logits.argmax(1) == target).sum() / known.clamp(min=1)).item()
@@ -271,9 +336,13 @@ class IdentityTask:
         if s["init"]:
             models.load_backbone_from_pretext(model, s["init"])
         criterion = losses.TriarchyCriterion(
-            len(self.identities), label_smoothing=s["label_smoothing"], triplet_weight=s["triplet_weight"],
-            center_weight=s["center_weight"] or 0.0, use_center=s["kind"] == "triarchy",
-            triplet_scale=_triplet_scale(s))
+            len(self.identities),
+            label_smoothing=s["label_smoothing"],
+            triplet_weight=s["triplet_weight"],
+            center_weight=s["center_weight"] or 0.0,
+            use_center=s["kind"] == "triarchy",
+            triplet_scale=_triplet_scale(s),
+        )
         return model, criterion
 
     def flippable(self, indices):
@@ -284,12 +353,16 @@ class IdentityTask:
         return criterion(embedding.float(), logits.float(), self.targets[indices].to(images.device))
 
     def checkpoint_extras(self, model):
-        return dict(num_ids=len(self.identities), identities=self.identities.tolist(),
-                    embedder=models.export_embedder(model).state_dict())
+        return dict(
+            num_ids=len(self.identities),
+            identities=self.identities.tolist(),
+            embedder=models.export_embedder(model).state_dict(),
+        )
 
     def config_extras(self, model):
-        return dict(num_ids=len(self.identities),
-                    inference_parameters=models.count_parameters(models.export_embedder(model)))
+        return dict(
+            num_ids=len(self.identities), inference_parameters=models.count_parameters(models.export_embedder(model))
+        )
 
 
 # ----------------------------------------------------------------------------------------------- runtime
@@ -341,8 +414,12 @@ def _seed_everything(seed):
 
 
 def _rng_state(generator):
-    state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
-                 augment=generator.get_state())
+    state = dict(
+        python=random.getstate(),
+        numpy=np.random.get_state(),
+        torch=torch.get_rng_state(),
+        augment=generator.get_state(),
+    )
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -448,9 +525,15 @@ class _Training:
     epoch: int = 0  # epochs done
 
     def state(self, rng):
-        state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                     scheduler=self.scheduler.state_dict(), epoch=self.epoch, history=self.history, best=self.best,
-                     rng=rng)
+        state = dict(
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            epoch=self.epoch,
+            history=self.history,
+            best=self.best,
+            rng=rng,
+        )
         if self.center_optimizer is not None:
             state.update(criterion=self.criterion.state_dict(), center_optimizer=self.center_optimizer.state_dict())
         return state
@@ -491,13 +574,17 @@ def _fit(task_class, settings, out, checkpoint, runtime, cache_dir, progress):
     size = settings["image_size"]
     faces = _load_faces(runtime, images, size, cache_dir, progress)
     # only rank 0 validates (and picks the best epoch); the other ranks wait for it at the end of the epoch
-    validation = _Validation(pairs, data.images, size, runtime.device, cache_dir, progress) \
-        if len(pairs) and runtime.is_main else None
+    validation = (
+        _Validation(pairs, data.images, size, runtime.device, cache_dir, progress)
+        if len(pairs) and runtime.is_main
+        else None
+    )
 
     p, k = settings["batch"]
     try:
-        sampler = PKSampler(images["identity"].to_numpy(), p, k, seed=settings["seed"], rank=runtime.rank,
-                            world_size=runtime.world_size)
+        sampler = PKSampler(
+            images["identity"].to_numpy(), p, k, seed=settings["seed"], rank=runtime.rank, world_size=runtime.world_size
+        )
     except ValueError as error:
         raise FacelibError(f"--batch {p} {k}: {error}") from None
     run = _start(task, settings, settings["epochs"] * len(sampler), runtime)
@@ -505,15 +592,33 @@ def _fit(task_class, settings, out, checkpoint, runtime, cache_dir, progress):
         run.restore(checkpoint, runtime)
     net = DistributedDataParallel(run.model) if runtime.world_size > 1 else run.model
 
-    config = dict(settings=settings, image_size=size, world_size=runtime.world_size, device=str(runtime.device),
-                  training_images=len(images), identities=int(images["identity"].nunique()),
-                  validation_pairs=len(pairs), steps_per_epoch=len(sampler), **task.config_extras(run.model))
+    config = dict(
+        settings=settings,
+        image_size=size,
+        world_size=runtime.world_size,
+        device=str(runtime.device),
+        training_images=len(images),
+        identities=int(images["identity"].nunique()),
+        validation_pairs=len(pairs),
+        steps_per_epoch=len(sampler),
+        **task.config_extras(run.model),
+    )
     files = {name: out / file for name, file in task.files.items() if file}
     if runtime.is_main:
         atomic_write_text(files["config"], json.dumps(config, indent=2, default=str) + "\n")
-        log.info("%s: %d images of %d identities, %d validation pairs, %d steps/epoch of %dx%d, %s x%d%s",
-                 settings["kind"], len(images), config["identities"], len(pairs), len(sampler), p, k,
-                 runtime.device, runtime.world_size, f", resuming after epoch {run.epoch}" if run.epoch else "")
+        log.info(
+            "%s: %d images of %d identities, %d validation pairs, %d steps/epoch of %dx%d, %s x%d%s",
+            settings["kind"],
+            len(images),
+            config["identities"],
+            len(pairs),
+            len(sampler),
+            p,
+            k,
+            runtime.device,
+            runtime.world_size,
+            f", resuming after epoch {run.epoch}" if run.epoch else "",
+        )
 
     augment = Augmentation(**settings["augmentation"])
     while run.epoch < settings["epochs"]:
@@ -522,8 +627,13 @@ def _fit(task_class, settings, out, checkpoint, runtime, cache_dir, progress):
         means = _train_epoch(run, net, task, faces, sampler, augment, runtime, settings, files, progress)
         seconds = time.perf_counter() - started
         run.epoch += 1
-        row = dict(epoch=run.epoch, **means, lr=run.optimizer.param_groups[0]["lr"], seconds=round(seconds, 2),
-                   images_per_s=round(len(sampler) * p * k * runtime.world_size / seconds, 1))
+        row = dict(
+            epoch=run.epoch,
+            **means,
+            lr=run.optimizer.param_groups[0]["lr"],
+            seconds=round(seconds, 2),
+            images_per_s=round(len(sampler) * p * k * runtime.world_size / seconds, 1),
+        )
         if validation is not None:
             row["val_accuracy"] = validation.accuracy(run.model)
         run.history.append(row)
@@ -536,8 +646,12 @@ def _fit(task_class, settings, out, checkpoint, runtime, cache_dir, progress):
             if files.get("best") and improved:
                 atomic_save({key: state[key] for key in _INFERENCE_KEYS if key in state}, files["best"])
             atomic_write_text(files["metrics"], pd.DataFrame(run.history).to_csv(index=False))
-            log.info("epoch %d/%d %s", run.epoch, settings["epochs"],
-                     " ".join(f"{name}={_fmt(value)}" for name, value in row.items() if name != "epoch"))
+            log.info(
+                "epoch %d/%d %s",
+                run.epoch,
+                settings["epochs"],
+                " ".join(f"{name}={_fmt(value)}" for name, value in row.items() if name != "epoch"),
+            )
     return files.get("best", files["checkpoint"])
 
 
@@ -545,8 +659,13 @@ def _train_epoch(run, net, task, faces, sampler, augment, runtime, settings, fil
     """One pass over the sampler's PK batches; returns the mean of each loss part (averaged over ranks)."""
     net.train()
     sums = {}
-    bar = tqdm(sampler, desc=f"{settings['kind']} epoch {run.epoch + 1}/{settings['epochs']}", unit="batch",
-               disable=not (progress and runtime.is_main), leave=False)
+    bar = tqdm(
+        sampler,
+        desc=f"{settings['kind']} epoch {run.epoch + 1}/{settings['epochs']}",
+        unit="batch",
+        disable=not (progress and runtime.is_main),
+        leave=False,
+    )
     for step, indices in enumerate(bar):
         indices = torch.as_tensor(indices)
         batch, flipped = augment(faces[indices].to(runtime.device), run.generator, task.flippable(indices))
@@ -555,10 +674,15 @@ def _train_epoch(run, net, task, faces, sampler, augment, runtime, settings, fil
         # one small all-reduce per step: the logged means, and every rank sees a non-finite loss at once
         values = _mean_over_ranks(runtime, torch.tensor([total.item(), *parts.values()], dtype=torch.float64))
         if not math.isfinite(values[0]):
-            kept = (f"the last good checkpoint {files['checkpoint']} (epoch {run.epoch}) is kept"
-                    if run.epoch else "no epoch had finished, so there is no checkpoint")
-            raise FacelibError(f"loss became {values[0].item()} at epoch {run.epoch + 1}, step {step + 1}: "
-                               f"training stopped; {kept}. Try a lower learning rate (lr={settings['lr']}).")
+            kept = (
+                f"the last good checkpoint {files['checkpoint']} (epoch {run.epoch}) is kept"
+                if run.epoch
+                else "no epoch had finished, so there is no checkpoint"
+            )
+            raise FacelibError(
+                f"loss became {values[0].item()} at epoch {run.epoch + 1}, step {step + 1}: "
+                f"training stopped; {kept}. Try a lower learning rate (lr={settings['lr']})."
+            )
         run.optimizer.zero_grad(set_to_none=True)
         if run.center_optimizer is not None:
             run.center_optimizer.zero_grad(set_to_none=True)
@@ -618,7 +742,8 @@ class _Validation:
         self.faces = load_images(self.images, size, cache_dir, progress=progress)
 
     def accuracy(self, model):
-        vectors = evaluation.embed_images(models.export_embedder(model), self.faces, flip=False, cache=False,
-                                          device=self.device)
+        vectors = evaluation.embed_images(
+            models.export_embedder(model), self.faces, flip=False, cache=False, device=self.device
+        )
         scores, same = evaluation.Embeddings(self.images, vectors).scores(self.pairs), self.pairs["same"].to_numpy(bool)
         return float((evaluation.predicted_same(scores, evaluation.best_threshold(scores, same)) == same).mean())

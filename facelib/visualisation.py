@@ -60,7 +60,7 @@ def plot_roc(scores, same, label=None, ax=None):
     fig, ax = _new_axes(ax)
     fpr, tpr, _ = roc_curve(np.asarray(same, dtype=bool), np.asarray(scores, dtype=float))
     eer = equal_error_rate(scores, same)
-    line, = ax.plot(fpr, tpr, label=label or "ROC")
+    (line,) = ax.plot(fpr, tpr, label=label or "ROC")
     ax.plot([eer], [1 - eer], "o", color=line.get_color(), label=f"EER = {eer:.3f}")
     ax.plot([0, 1], [0, 1], ":", color="grey", linewidth=1)
     ax.set(xlabel="false accept rate", ylabel="true accept rate", title="ROC", xlim=(0, 1), ylim=(0, 1.01))
@@ -91,8 +91,11 @@ def _accuracy_panels(table, panel, group, count, title):
         rows = table[table[panel] == name]
         bars = ax.bar(rows[group].astype(str), rows["accuracy"], color="tab:blue")
         counts = rows[count] if count in rows else [None] * len(rows)
-        ax.bar_label(bars, labels=[f"{a:.2f}" + (f"\nn={n}" if n is not None else "")
-                                   for a, n in zip(rows["accuracy"], counts)], fontsize=8)
+        ax.bar_label(
+            bars,
+            labels=[f"{a:.2f}" + (f"\nn={n}" if n is not None else "") for a, n in zip(rows["accuracy"], counts)],
+            fontsize=8,
+        )
         ax.set(ylim=(0, 1.15), ylabel="accuracy", title=title.format(name))
         ax.tick_params(axis="x", labelrotation=30)
     return fig
@@ -182,8 +185,12 @@ def plot_retrieval(faces, ranking, rows=range(4), k=5):
         _show(line[0], faces[ranking.probes[row]], "probe")
         for rank in range(k):
             colour = SAME_COLOUR if ranking.correct[row, rank] else DIFFERENT_COLOUR
-            _show(line[rank + 1], faces[ranking.hits[row, rank]],
-                  f"#{rank + 1}  {ranking.similarity[row, rank]:.2f}", frame=colour)
+            _show(
+                line[rank + 1],
+                faces[ranking.hits[row, rank]],
+                f"#{rank + 1}  {ranking.similarity[row, rank]:.2f}",
+                frame=colour,
+            )
     fig.suptitle(f"Retrieval: probe and top-{k} gallery matches (green = same identity)")
     return fig
 

@@ -10,8 +10,9 @@ from facelib.cli import build_parser, fold_list
 
 
 def facelib(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "facelib", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "facelib", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_fold_lists():
@@ -23,11 +24,33 @@ def test_fold_lists():
 
 
 def test_train_options_follow_the_command_contract():
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--init", "RUN/pretext.pt", "--model",
-                                      "baseline", "--batch", "8", "16", "--train-folds", "1-8", "--val-folds", "9",
-                                      "--resume"])
-    assert (args.model, args.batch, args.train_folds, args.val_folds, args.resume) == \
-        ("baseline", [8, 16], list(range(1, 9)), [9], True)
+    args = build_parser().parse_args(
+        [
+            "train",
+            "DATA",
+            "--out",
+            "RUN",
+            "--init",
+            "RUN/pretext.pt",
+            "--model",
+            "baseline",
+            "--batch",
+            "8",
+            "16",
+            "--train-folds",
+            "1-8",
+            "--val-folds",
+            "9",
+            "--resume",
+        ]
+    )
+    assert (args.model, args.batch, args.train_folds, args.val_folds, args.resume) == (
+        "baseline",
+        [8, 16],
+        list(range(1, 9)),
+        [9],
+        True,
+    )
 
 
 @pytest.mark.parametrize("flag, scale", [([], None), (["--triplet-scale", "unit"], "unit")])

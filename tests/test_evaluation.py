@@ -68,20 +68,31 @@ def test_kfold_threshold_comes_from_the_other_folds():
 
 
 def test_pose_gap_and_expression_groups():
-    images = pd.DataFrame({
-        "path": ["f0", "f10", "h45", "p90", "unknown", "cfp_profile"],
-        "yaw": [0.0, -10.0, -45.0, 90.0, np.nan, np.nan],
-        "view": [None, None, None, None, None, "profile"],
-        "expression": pd.array([1, 2, 1, 3, 1, pd.NA], dtype="Int64"),
-    })
-    assert evaluation.pose_labels(images).tolist() == [
-        "frontal", "frontal", "half-profile", "profile", None, "profile"]
-    pairs = pd.DataFrame({"a": ["f0", "p90", "h45", "f10", "unknown", "cfp_profile"],
-                          "b": ["f10", "f0", "f0", "h45", "f0", "f0"],
-                          "same": [True, True, False, True, True, False]})
+    images = pd.DataFrame(
+        {
+            "path": ["f0", "f10", "h45", "p90", "unknown", "cfp_profile"],
+            "yaw": [0.0, -10.0, -45.0, 90.0, np.nan, np.nan],
+            "view": [None, None, None, None, None, "profile"],
+            "expression": pd.array([1, 2, 1, 3, 1, pd.NA], dtype="Int64"),
+        }
+    )
+    assert evaluation.pose_labels(images).tolist() == ["frontal", "frontal", "half-profile", "profile", None, "profile"]
+    pairs = pd.DataFrame(
+        {
+            "a": ["f0", "p90", "h45", "f10", "unknown", "cfp_profile"],
+            "b": ["f10", "f0", "f0", "h45", "f0", "f0"],
+            "same": [True, True, False, True, True, False],
+        }
+    )
     groups = evaluation.pair_groups(pairs, images)
-    assert groups["pose"].tolist() == ["frontal-frontal", "frontal-profile", "frontal-half-profile",
-                                       "frontal-half-profile", None, "frontal-profile"]
+    assert groups["pose"].tolist() == [
+        "frontal-frontal",
+        "frontal-profile",
+        "frontal-half-profile",
+        "frontal-half-profile",
+        None,
+        "frontal-profile",
+    ]
     assert groups["expression"].tolist() == ["E1-E2", "E1-E3", "E1-E1", "E1-E2", "E1-E1", None]
 
     scores = np.array([0.9, 0.2, 0.1, 0.8, 0.7, 0.6])  # at 0.5: the frontal-profile same pair is missed
@@ -108,7 +119,8 @@ def test_retrieval_cmc_and_map_by_hand():
     assert ranking.hits.tolist() == [[0, 1, 2], [0, 1, 2]]
     # probe A: A B A -> first hit rank 1, AP (1/1 + 2/3) / 2; probe B: A B A -> rank 2, AP 1/2
     assert ranking.summary() == pytest.approx(
-        {"rank1": 0.5, "rank5": 1.0, "mAP": (5 / 6 + 1 / 2) / 2, "probes": 2, "gallery": 3})
+        {"rank1": 0.5, "rank5": 1.0, "mAP": (5 / 6 + 1 / 2) / 2, "probes": 2, "gallery": 3}
+    )
     assert rank_gallery(embeddings, identities, np.zeros(6, dtype=bool)) is None
 
 
@@ -162,20 +174,41 @@ def face_data(tmp_path):
             path = tmp_path / f"{identity}_{index}.png"
             shade = np.array(colour) * (1 - 0.05 * index)
             Image.fromarray(np.full((20, 20, 3), shade, dtype=np.uint8)).save(path)
-            rows.append({"path": str(path), "identity": identity, "yaw": yaw, "expression": expression,
-                         "view": None, "box": None})
+            rows.append(
+                {
+                    "path": str(path),
+                    "identity": identity,
+                    "yaw": yaw,
+                    "expression": expression,
+                    "view": None,
+                    "box": None,
+                }
+            )
     images = pd.DataFrame(rows).astype({"expression": "Int64"})
 
     def path(name):
         return str(tmp_path / f"{name}.png")
 
-    test = [("A_0", "A_3", True), ("A_0", "B_0", False), ("C_1", "C_2", True), ("D_0", "C_0", False),
-            ("B_2", "B_0", True), ("D_3", "A_0", False), ("D_0", "D_2", True), ("B_3", "C_3", False)]
+    test = [
+        ("A_0", "A_3", True),
+        ("A_0", "B_0", False),
+        ("C_1", "C_2", True),
+        ("D_0", "C_0", False),
+        ("B_2", "B_0", True),
+        ("D_3", "A_0", False),
+        ("D_0", "D_2", True),
+        ("B_3", "C_3", False),
+    ]
     validate = [("A_1", "A_2", True), ("B_1", "D_1", False), ("C_0", "C_3", True), ("A_3", "B_3", False)]
-    pairs = pd.DataFrame(
-        [(path(a), path(b), same, "test", 1 + i // 4) for i, (a, b, same) in enumerate(test)]
-        + [(path(a), path(b), same, "validate", pd.NA) for a, b, same in validate],
-        columns=["a", "b", "same", "split", "fold"]).astype({"fold": "Int64"}).assign(protocol=None)
+    pairs = (
+        pd.DataFrame(
+            [(path(a), path(b), same, "test", 1 + i // 4) for i, (a, b, same) in enumerate(test)]
+            + [(path(a), path(b), same, "validate", pd.NA) for a, b, same in validate],
+            columns=["a", "b", "same", "split", "fold"],
+        )
+        .astype({"fold": "Int64"})
+        .assign(protocol=None)
+    )
     return layouts.FaceData(tmp_path, "kface", images, pairs)
 
 
@@ -226,8 +259,12 @@ def test_evaluate_rejects_missing_pairs_and_checkpoints(face_data, tmp_path):
 
 
 def test_write_predictions_uses_zero_for_same_and_keeps_order(tmp_path):
-    pairs = pd.DataFrame({"a": ["/data/test/x1.jpg", "/data/test/x2.jpg", "/data/test/x3.jpg"],
-                          "b": ["/data/test/y1.jpg", "/data/test/y2.jpg", "/data/test/y3.jpg"]})
+    pairs = pd.DataFrame(
+        {
+            "a": ["/data/test/x1.jpg", "/data/test/x2.jpg", "/data/test/x3.jpg"],
+            "b": ["/data/test/y1.jpg", "/data/test/y2.jpg", "/data/test/y3.jpg"],
+        }
+    )
     out = evaluation.write_predictions(pairs, [0.1, 0.9, 0.5], 0.5, tmp_path / "predictions.csv", with_score=True)
     table = pd.read_csv(out)
     assert table.columns.tolist() == ["image1", "image2", "label", "score"]
@@ -261,8 +298,16 @@ def test_pretext_accuracy_per_class(face_data, tmp_path):
     with torch.no_grad():  # a head that always answers the first class, expression 1
         model.head.weight.zero_()
         model.head.bias.copy_(torch.tensor([10.0, -10.0]))
-    torch.save({"kind": "pretext", "model": model.state_dict(), "heads": {"expression": 2},
-                "classes": {"expression": [1, 2]}, "config": {"image_size": 32}}, tmp_path / "pretext.pt")
+    torch.save(
+        {
+            "kind": "pretext",
+            "model": model.state_dict(),
+            "heads": {"expression": 2},
+            "classes": {"expression": [1, 2]},
+            "config": {"image_size": 32},
+        },
+        tmp_path / "pretext.pt",
+    )
     report = evaluation.pretext_accuracy(tmp_path / "pretext.pt", face_data.images, cache_dir=tmp_path)
     assert report.to_dict("records") == [
         {"task": "expression", "class": 1, "images": 12, "accuracy": 1.0},

@@ -21,8 +21,8 @@ def quadrants(height=40, width=60):
     """An image whose four quadrants (of the centre square and of the whole) have distinct colours."""
     pixels = np.zeros((height, width, 3), np.uint8)
     pixels[:, : width // 2] = (255, 0, 0)
-    pixels[:, width // 2:] = (0, 0, 255)
-    pixels[height // 2:, :, 1] = 255
+    pixels[:, width // 2 :] = (0, 0, 255)
+    pixels[height // 2 :, :, 1] = 255
     return pixels
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from lab_server import LabServer, running_lab
 from PIL import Image
 
 import facelib
-from lab_server import LabServer, running_lab
 
 pytestmark = pytest.mark.slow
 

@@ -50,7 +50,7 @@ def test_kface_reader(kface_root):
     data = layouts.load(kface_root)
     images, pairs = data.images, data.pairs
     assert data.format == "kface"
-    assert list(images.columns[:len(layouts.IMAGE_COLUMNS)]) == list(layouts.IMAGE_COLUMNS)
+    assert list(images.columns[: len(layouts.IMAGE_COLUMNS)]) == list(layouts.IMAGE_COLUMNS)
     assert list(pairs.columns) == list(layouts.PAIR_COLUMNS)
     assert images["split"].value_counts().to_dict() == {"train": 6, "validate": 3, "test": 3}
     assert set(pairs["a"]) | set(pairs["b"]) <= set(images["path"])
@@ -91,8 +91,12 @@ def test_kface_without_yaw_leaves_pose_unknown(tmp_path):
 
 # Landmarks of a face looking right: jaw contour from the ear (left) to the chin, nose ridge far right.
 PROFILE_POINTS = np.array(
-    [(10 + i, 20 + 3 * i) for i in range(9)] + [(25 + i, 15) for i in range(9)]
-    + [(30 + i, 18 + 2 * i) for i in range(7)] + [(28, 40 + i) for i in range(5)], dtype=float)
+    [(10 + i, 20 + 3 * i) for i in range(9)]
+    + [(25 + i, 15) for i in range(9)]
+    + [(30 + i, 18 + 2 * i) for i in range(7)]
+    + [(28, 40 + i) for i in range(5)],
+    dtype=float,
+)
 
 
 def write_fiducials(path, points):
@@ -219,8 +223,13 @@ def test_folder_reader(tmp_path):
     assert data.format == "folder"
     assert data.images["identity"].tolist() == ["amy"] * 3 + ["ben"] * 2 + ["cat"]
     assert data.pairs.empty and list(data.pairs.columns) == list(layouts.PAIR_COLUMNS)
-    assert layouts.summary(data) == {"format": "folder", "root": str(tmp_path.resolve()), "images": 6,
-                                     "identities": 3, "pairs": {}}
+    assert layouts.summary(data) == {
+        "format": "folder",
+        "root": str(tmp_path.resolve()),
+        "images": 6,
+        "identities": 3,
+        "pairs": {},
+    }
 
 
 def test_sample_pairs_is_seeded_balanced_and_distinct(tmp_path):
@@ -312,8 +321,13 @@ def test_cfp_integration(cfp_root):
     data = layouts.load(cfp_root)
     summary = layouts.summary(data)
     folds = {str(fold): 700 for fold in range(1, 10)}
-    assert json.loads(json.dumps(summary)) == {"format": "cfp", "root": str(cfp_root), "images": 6300,
-                                               "identities": 450, "pairs": {"FF": folds, "FP": folds}}
+    assert json.loads(json.dumps(summary)) == {
+        "format": "cfp",
+        "root": str(cfp_root),
+        "images": 6300,
+        "identities": 450,
+        "pairs": {"FF": folds, "FP": folds},
+    }
     images, pairs = data.images, data.pairs
     assert images["view"].value_counts().to_dict() == {"frontal": 4500, "profile": 1800}
     assert images["fold"].value_counts().sort_index().to_dict() == {fold: 700 for fold in range(1, 10)}
@@ -338,4 +352,3 @@ def test_cfp_integration(cfp_root):
         x0, y0, x1, y1 = images["box"][index]
         assert x1 <= width and y1 <= height
         assert x1 - x0 >= 0.4 * min(width, height)  # loosely cropped images: the face fills a good part
-

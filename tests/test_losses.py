@@ -12,8 +12,12 @@ def test_batch_hard_triplet_with_soft_margin_on_a_hand_computed_case():
     embeddings = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
     labels = torch.tensor([0, 0, 1, 1])
     # hardest positive / closest negative per anchor: (1,3) (1,2) (4,2) (4,6)
-    expected = (math.log1p(math.exp(1 - 3)) + math.log1p(math.exp(1 - 2))
-                + math.log1p(math.exp(4 - 2)) + math.log1p(math.exp(4 - 6))) / 4
+    expected = (
+        math.log1p(math.exp(1 - 3))
+        + math.log1p(math.exp(1 - 2))
+        + math.log1p(math.exp(4 - 2))
+        + math.log1p(math.exp(4 - 6))
+    ) / 4
     assert math.isclose(SoftMarginTripletLoss("raw")(embeddings, labels).item(), expected, rel_tol=1e-5)
 
 
@@ -23,8 +27,7 @@ def test_normalised_triplet_measures_directions_on_a_hand_computed_case():
     labels = torch.tensor([0, 0, 1, 1])
     diagonal, right_angle = math.sqrt(2 - math.sqrt(2)), math.sqrt(2)  # |x - diag|, |x - y| on the unit circle
     # hardest positive / closest negative per anchor: (0, diag) (0, diag) (diag, right) (diag, diag)
-    expected = (2 * math.log1p(math.exp(-diagonal)) + math.log1p(math.exp(diagonal - right_angle))
-                + math.log(2)) / 4
+    expected = (2 * math.log1p(math.exp(-diagonal)) + math.log1p(math.exp(diagonal - right_angle)) + math.log(2)) / 4
     loss = SoftMarginTripletLoss("unit")
     assert math.isclose(loss(embeddings, labels).item(), expected, rel_tol=1e-5)
     # the raw-embedding loss of the same points differs, and the normalised one ignores the scale

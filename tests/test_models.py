@@ -2,8 +2,15 @@ import pytest
 import torch
 
 from facelib.models import (
-    Baseline, CheckpointError, EmbeddingNet, PretextNet, Triarchy, count_parameters, export_embedder,
-    load_backbone_from_pretext, load_embedder,
+    Baseline,
+    CheckpointError,
+    EmbeddingNet,
+    PretextNet,
+    Triarchy,
+    count_parameters,
+    export_embedder,
+    load_backbone_from_pretext,
+    load_embedder,
 )
 
 
@@ -74,8 +81,16 @@ def test_transfer_rejects_mismatched_or_wrong_checkpoints(tmp_path):
 def test_load_embedder_returns_exported_weights(tmp_path):
     model = Triarchy(num_ids=5).eval()
     embedder = export_embedder(model)
-    torch.save({"kind": "triarchy", "model": model.state_dict(), "embedder": embedder.state_dict(),
-                "config": {"image_size": 32}, "num_ids": 5}, tmp_path / "m.pt")
+    torch.save(
+        {
+            "kind": "triarchy",
+            "model": model.state_dict(),
+            "embedder": embedder.state_dict(),
+            "config": {"image_size": 32},
+            "num_ids": 5,
+        },
+        tmp_path / "m.pt",
+    )
     loaded = load_embedder(tmp_path / "m.pt")
     x = images()
     with torch.no_grad():

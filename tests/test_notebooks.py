@@ -9,8 +9,19 @@ from facelib.errors import FacelibError
 from facelib.notebooks import NOTEBOOKS, REPO, run_series
 
 pytestmark = pytest.mark.slow
-FIGURES = ["attribute_counts", "one_identity", "pretext_curves", "pretext_accuracy", "triarchy_curves",
-           "umap_triarchy", "umap_pretext", "retrieval", "roc", "score_histogram", "accuracy_by_pose"]
+FIGURES = [
+    "attribute_counts",
+    "one_identity",
+    "pretext_curves",
+    "pretext_accuracy",
+    "triarchy_curves",
+    "umap_triarchy",
+    "umap_pretext",
+    "retrieval",
+    "roc",
+    "score_histogram",
+    "accuracy_by_pose",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +45,16 @@ def test_every_notebook_is_executed_without_error(smoke_run):
 
 def test_training_files_and_inference_size(smoke_run):
     run_dir, _, _ = smoke_run
-    for name in ["pretext.pt", "model.pt", "last.pt", "metrics.csv", "config.json", "train.log",
-                 "baseline/model.pt", "triarchy_from_scratch/model.pt"]:
+    for name in [
+        "pretext.pt",
+        "model.pt",
+        "last.pt",
+        "metrics.csv",
+        "config.json",
+        "train.log",
+        "baseline/model.pt",
+        "triarchy_from_scratch/model.pt",
+    ]:
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "config.json").read_text())["inference_parameters"] == 4_663_420
     metrics = pd.read_csv(run_dir / "metrics.csv")

@@ -43,7 +43,7 @@ def test_ranks_split_one_batch_sequence():
     single = list(PKSampler(LABELS, p=2, k=2, seed=0))
     ranks = [list(PKSampler(LABELS, p=2, k=2, seed=0, rank=r, world_size=2)) for r in range(2)]
     assert len(ranks[0]) == len(ranks[1]) == len(single) // 2
-    assert ranks[0] == single[0::2][:len(ranks[0])] and ranks[1] == single[1::2][:len(ranks[1])]
+    assert ranks[0] == single[0::2][: len(ranks[0])] and ranks[1] == single[1::2][: len(ranks[1])]
     assert ranks[0] != ranks[1]
 
 

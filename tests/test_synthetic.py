@@ -65,8 +65,11 @@ def test_pairs_are_frontal_vs_side_balanced_and_identity_disjoint(dataset):
             assert (dataset / split / name).is_file()
         identities[split] = set(first.face_id) | set(second.face_id)
         assert len(identities[split]) == 6
-    assert not (identities["train"] & identities["validate"] or identities["train"] & identities["test"]
-                or identities["validate"] & identities["test"])
+    assert not (
+        identities["train"] & identities["validate"]
+        or identities["train"] & identities["test"]
+        or identities["validate"] & identities["test"]
+    )
 
 
 def test_the_data_layer_reads_it_as_kface(dataset):

@@ -31,8 +31,8 @@ def write_tiny_kface(root, identities=6, evaluated=2, seed=0):
         pixels = np.empty((48, 48, 3), np.uint8)
         pixels[:] = background
         x = 18 + int(YAW[angle] / 6)
-        pixels[14:34, x:x + 12] = mark
-        pixels[38:40 + 2 * expression, 10:38] = 255 - mark
+        pixels[14:34, x : x + 12] = mark
+        pixels[38 : 40 + 2 * expression, 10:38] = 255 - mark
         return Image.fromarray(pixels)
 
     def save(folder, identity, angle, expression):
@@ -52,7 +52,9 @@ def write_tiny_kface(root, identities=6, evaluated=2, seed=0):
             frontal = save("validate", identity, 2, 1)
             rows.append((frontal, save("validate", identity, side, 2), 0))
             rows.append((frontal, save("validate", other, side, 1), 1))
-    pd.DataFrame(rows, columns=["image1", "image2", "label"]).to_csv(root / "validate" / "validate_label.csv", index=False)
+    pd.DataFrame(rows, columns=["image1", "image2", "label"]).to_csv(
+        root / "validate" / "validate_label.csv", index=False
+    )
     return root
 
 
@@ -81,15 +83,28 @@ def test_pretext_labels_mirror_camera_codes_and_expressions_stay(tiny_data):
 
 
 def test_pretext_labels_without_a_known_mirror_forbid_flipping():
-    images = pd.DataFrame({"angle": pd.array([1, 2, 3], dtype="Int64"), "expression": pd.array([1, 1, 2], dtype="Int64"),
-                           "yaw": [-45.0, 0.0, 30.0], "view": None, "facing": None})
+    images = pd.DataFrame(
+        {
+            "angle": pd.array([1, 2, 3], dtype="Int64"),
+            "expression": pd.array([1, 1, 2], dtype="Int64"),
+            "yaw": [-45.0, 0.0, 30.0],
+            "view": None,
+            "facing": None,
+        }
+    )
     labels = training.pretext_labels(images)
     assert labels.flippable.tolist() == [False, True, False]
 
 
 def test_cfp_style_labels_flip_facing_and_ignore_unknown_facing():
-    images = pd.DataFrame({"angle": pd.array([pd.NA] * 3, dtype="Int64"), "expression": pd.array([pd.NA] * 3, dtype="Int64"),
-                           "view": ["frontal", "profile", "profile"], "facing": [None, "left", "right"]})
+    images = pd.DataFrame(
+        {
+            "angle": pd.array([pd.NA] * 3, dtype="Int64"),
+            "expression": pd.array([pd.NA] * 3, dtype="Int64"),
+            "view": ["frontal", "profile", "profile"],
+            "facing": [None, "left", "right"],
+        }
+    )
     labels = training.pretext_labels(images)
     assert labels.classes == {"view": ["frontal", "profile"], "facing": ["left", "right"]}
     assert labels.targets.tolist() == [[0, training.IGNORE], [1, 0], [1, 1]]
@@ -140,8 +155,15 @@ def test_pretext_backbone_initialises_triarchy(tiny_data, tmp_path, monkeypatch)
     assert loaded and all(torch.equal(loaded[name], value) for name, value in backbone.items())
 
 
-@pytest.mark.parametrize("saved, scale", [({}, "raw"), ({"normalize_triplet": False}, "raw"),
-                                          ({"normalize_triplet": True}, "unit"), ({"triplet_scale": "batch"}, "batch")])
+@pytest.mark.parametrize(
+    "saved, scale",
+    [
+        ({}, "raw"),
+        ({"normalize_triplet": False}, "raw"),
+        ({"normalize_triplet": True}, "unit"),
+        ({"triplet_scale": "batch"}, "batch"),
+    ],
+)
 def test_runs_resume_on_the_triplet_scale_they_started_with(saved, scale):
     # runs saved before `triplet_scale` stored nothing (the raw embedding) or a flag for the unit one
     settings = dict(kind="triarchy", init=None, label_smoothing=0.1, triplet_weight=1.0, center_weight=5e-4, **saved)
@@ -156,7 +178,7 @@ def test_unknown_triplet_scale_stops_before_training(tmp_path):
 
 
 def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monkeypatch):
-    straight = training.train_identity(tiny_data, tmp_path / "straight", epochs=2, seed=3, **FAST)
+    training.train_identity(tiny_data, tmp_path / "straight", epochs=2, seed=3, **FAST)
 
     # interrupt the second run during epoch 2 (a failing loss), then resume it
     calls = {"n": 0}
@@ -176,7 +198,10 @@ def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monke
     monkeypatch.setattr(losses.TriarchyCriterion, "forward", original)
     training.train_identity(tiny_data, tmp_path / "resumed", epochs=2, seed=3, resume=True, **FAST)
 
-    a, b = torch.load(tmp_path / "straight" / "last.pt", weights_only=False), torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    a, b = (
+        torch.load(tmp_path / "straight" / "last.pt", weights_only=False),
+        torch.load(tmp_path / "resumed" / "last.pt", weights_only=False),
+    )
     assert all(torch.equal(a["model"][name], b["model"][name]) for name in a["model"])
     assert torch.equal(a["criterion"]["center_loss.centers"], b["criterion"]["center_loss.centers"])
     assert pd.read_csv(tmp_path / "resumed" / "metrics.csv")["epoch"].tolist() == [1, 2]
@@ -216,9 +241,13 @@ def test_two_process_torchrun(tiny_data, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(TORCHRUN_SCRIPT)
     torchrun = Path(sys.executable).parent / "torchrun"
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(tiny_data),
-                             str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(tiny_data), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["world_size"] == 2 and config["steps_per_epoch"] == 4  # 36 images // (P=2 x K=2 x 2 ranks)

@@ -40,10 +40,16 @@ def test_score_histogram_shows_both_classes_and_the_threshold(tmp_path):
 
 
 def test_accuracy_by_pose_draws_one_panel_per_factor(tmp_path):
-    table = pd.DataFrame({"factor": ["pose", "pose", "expression"],
-                          "group": ["frontal-frontal", "frontal-profile", "E1-E2"],
-                          "pairs": [10, 8, 6], "same_pairs": [5, 4, 3], "accuracy": [0.9, 0.6, 0.8],
-                          "auc": [0.95, 0.7, None]})
+    table = pd.DataFrame(
+        {
+            "factor": ["pose", "pose", "expression"],
+            "group": ["frontal-frontal", "frontal-profile", "E1-E2"],
+            "pairs": [10, 8, 6],
+            "same_pairs": [5, 4, 3],
+            "accuracy": [0.9, 0.6, 0.8],
+            "auc": [0.95, 0.7, None],
+        }
+    )
     fig = visualisation.plot_accuracy_by_pose(table.to_dict(orient="records"))
     assert [ax.get_title() for ax in fig.axes] == ["Accuracy by pose", "Accuracy by expression"]
     assert [bar.get_height() for bar in fig.axes[0].patches] == [0.9, 0.6]
@@ -69,13 +75,22 @@ def test_umap_panels_share_points_and_colour_by_column(tmp_path):
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 16))
     vectors = np.repeat(centres, 10, axis=0) + 0.05 * rng.normal(size=(40, 16))
-    images = pd.DataFrame({"identity": np.repeat(list("ABCD"), 10), "yaw": np.tile(np.linspace(-90, 90, 20), 2),
-                           "expression": pd.array([1, 2, 3, pd.NA] * 10, dtype="Int64")})
+    images = pd.DataFrame(
+        {
+            "identity": np.repeat(list("ABCD"), 10),
+            "yaw": np.tile(np.linspace(-90, 90, 20), 2),
+            "expression": pd.array([1, 2, 3, pd.NA] * 10, dtype="Int64"),
+        }
+    )
     images = images.assign(pose=evaluation.pose_labels(images))
     fig = visualisation.plot_umap(vectors, images, color_by=("identity", "pose", "yaw", "expression"))
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == [
-        "coloured by identity", "coloured by pose", "coloured by yaw", "coloured by expression"]
+        "coloured by identity",
+        "coloured by pose",
+        "coloured by yaw",
+        "coloured by expression",
+    ]
     assert len(fig.axes) == 5  # the four panels and the yaw colour bar
     assert [t.get_text() for t in panels[3].get_legend().get_texts()] == ["unknown", "1", "2", "3"]
     assert [t.get_text() for t in panels[0].get_legend().get_texts()] == list("ABCD")
@@ -85,8 +100,15 @@ def test_umap_panels_share_points_and_colour_by_column(tmp_path):
 
 
 def test_training_curves_plot_each_numeric_column(tmp_path):
-    metrics = pd.DataFrame({"epoch": [1, 2, 3], "loss": [2.0, 1.5, 1.2], "lr": [0.1, 0.05, 0.01],
-                            "val_accuracy": [np.nan, 0.7, 0.8], "phase": ["a", "b", "c"]})
+    metrics = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "loss": [2.0, 1.5, 1.2],
+            "lr": [0.1, 0.05, 0.01],
+            "val_accuracy": [np.nan, 0.7, 0.8],
+            "phase": ["a", "b", "c"],
+        }
+    )
     metrics.to_csv(tmp_path / "metrics.csv", index=False)
     fig = visualisation.plot_training_curves(tmp_path / "metrics.csv")
     assert [ax.get_title() for ax in fig.axes] == ["loss", "lr", "val_accuracy"]
@@ -110,9 +132,16 @@ def test_image_grid_from_tensor_and_paths(tmp_path):
 
 
 def test_attribute_counts_show_the_attributes_present(tmp_path):
-    images = pd.DataFrame({"identity": list("AABBB"), "split": ["train"] * 5, "view": [None] * 5,
-                           "angle": pd.array([1, 2, 1, 2, 3], dtype="Int64"), "yaw": [-45.0, 0.0, -45.0, 0.0, 45.0],
-                           "expression": pd.array([pd.NA] * 5, dtype="Int64")})
+    images = pd.DataFrame(
+        {
+            "identity": list("AABBB"),
+            "split": ["train"] * 5,
+            "view": [None] * 5,
+            "angle": pd.array([1, 2, 1, 2, 3], dtype="Int64"),
+            "yaw": [-45.0, 0.0, -45.0, 0.0, 45.0],
+            "expression": pd.array([pd.NA] * 5, dtype="Int64"),
+        }
+    )
     fig = visualisation.plot_attribute_counts(images)
     assert [ax.get_title() for ax in fig.axes] == ["images per identity", "split", "angle", "yaw"]
     assert [bar.get_height() for bar in fig.axes[2].patches] == [2, 2, 1]  # camera codes 1, 2, 3
@@ -120,8 +149,14 @@ def test_attribute_counts_show_the_attributes_present(tmp_path):
 
 
 def test_pretext_accuracy_has_one_panel_per_task(tmp_path):
-    report = pd.DataFrame({"task": ["angle", "angle", "expression"], "class": ["C1", "C2", "E1"],
-                           "accuracy": [0.9, 0.5, 0.7], "images": [10, 12, 8]})
+    report = pd.DataFrame(
+        {
+            "task": ["angle", "angle", "expression"],
+            "class": ["C1", "C2", "E1"],
+            "accuracy": [0.9, 0.5, 0.7],
+            "images": [10, 12, 8],
+        }
+    )
     fig = visualisation.plot_pretext_accuracy(report)
     assert [ax.get_title() for ax in fig.axes] == ["Pretext task: angle", "Pretext task: expression"]
     assert [text.get_text() for text in fig.axes[0].texts] == ["0.90\nn=10", "0.50\nn=12"]
