@@ -10,6 +10,7 @@ BatchNorm-ed copy, while softmax sees a normalised space. Only backbone + embedd
 (`EmbeddingNet`, 4,663,420 parameters).
 """
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -129,11 +130,21 @@ def export_embedder(model):
 
 
 def read_checkpoint(path, map_location="cpu"):
+    """The dict a facelib checkpoint holds, loaded with torch's safe unpickler (weights_only=True): a file
+    whose pickle would import or call anything beyond tensors and plain containers is refused, never run.
+
+    The one place facelib opens a checkpoint; every command and notebook reads them through it.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: not a safe facelib checkpoint (its pickle needs code to load, which facelib never runs); "
+            "if an older facelib wrote it, retrain it into a new run folder (facelib pretext/train DATA --out NEW)"
+        ) from None
     except Exception as error:  # torch raises many types for a damaged file
         raise CheckpointError(f"{path}: not a readable facelib checkpoint ({type(error).__name__})") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("kind") not in ("pretext", *MODELS):

@@ -414,9 +414,11 @@ def _seed_everything(seed):
 
 
 def _rng_state(generator):
+    """Every random stream's state in types the safe checkpoint loader accepts (ints, lists, tensors)."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     state = dict(
         python=random.getstate(),
-        numpy=np.random.get_state(),
+        numpy=[name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian],
         torch=torch.get_rng_state(),
         augment=generator.get_state(),
     )
@@ -427,7 +429,8 @@ def _rng_state(generator):
 
 def _set_rng_state(state, generator):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     generator.set_state(state["augment"])
     if "cuda" in state and torch.cuda.is_available():
