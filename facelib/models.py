@@ -17,6 +17,7 @@ import torch
 from efficientnet_pytorch import EfficientNet
 from torch import nn
 
+from facelib import options
 from facelib.errors import FacelibError
 
 FEATURE_DIM = 1280
@@ -127,6 +128,16 @@ def export_embedder(model):
         exported.embedding.weight.mul_(scale[:, None])
         exported.embedding.bias.copy_((exported.embedding.bias - bn.running_mean) * scale + bn.bias)
     return exported.eval()
+
+
+def resolve_device(device="auto"):
+    """'auto' (or None) -> CUDA when available, else CPU; a checked device name otherwise."""
+    device = options.device(device or "auto")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FacelibError(f"--device {device}: CUDA is not available on this machine")
+    return device
 
 
 def read_checkpoint(path, map_location="cpu"):
