@@ -249,7 +249,10 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # a usage error (already printed as one line), or --help
+        return stop.code
     try:
         options.cache_limit_mb()  # the environment's setting, checked before any work
         with warnings.catch_warnings():

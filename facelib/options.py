@@ -23,11 +23,15 @@ DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 class OptionError(FacelibError):
-    """A setting out of its range: `option` names it, `expected` says what is allowed."""
+    """A bad setting: `option` names it, `problem` says what is wrong and what is allowed."""
 
-    def __init__(self, option, expected, value):
-        self.option, self.expected = option, f"expected {expected}, got {value!r}"
-        super().__init__(f"{option}: {self.expected}")
+    def __init__(self, option, problem):
+        self.option, self.problem = option, problem
+        super().__init__(f"{option}: {problem}")
+
+
+def _expected(option, expected, value):
+    return OptionError(option, f"expected {expected}, got {value!r}")
 
 
 def whole_number(option, value, low, high):
@@ -38,7 +42,7 @@ def whole_number(option, value, low, high):
     except (TypeError, ValueError, OverflowError):
         exact = False
     if not exact or not low <= number <= high:
-        raise OptionError(option, f"a whole number from {low} to {high}", value)
+        raise _expected(option, f"a whole number from {low} to {high}", value)
     return number
 
 
@@ -49,7 +53,7 @@ def positive_number(option, value):
     except (TypeError, ValueError):
         number = math.nan
     if not (math.isfinite(number) and number > 0):
-        raise OptionError(option, "a positive finite number", value)
+        raise _expected(option, "a positive finite number", value)
     return number
 
 
@@ -59,7 +63,7 @@ def finite_number(option, value):
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number):
-        raise OptionError(option, "a finite number", value)
+        raise _expected(option, "a finite number", value)
     return number
 
 
@@ -93,13 +97,13 @@ def batch(value):
     try:
         p, k = value
     except (TypeError, ValueError):
-        raise OptionError("--batch", "two numbers P K", value) from None
+        raise _expected("--batch", "two numbers P K", value) from None
     return batch_side(p, "--batch P"), batch_side(k, "--batch K")
 
 
 def device(value):
     if not isinstance(value, str) or not DEVICE.fullmatch(value):
-        raise OptionError("--device", "auto, cpu, cuda or cuda:N", value)
+        raise _expected("--device", "auto, cpu, cuda or cuda:N", value)
     return value
 
 
@@ -122,9 +126,9 @@ def _writable_folder(option, folder):
         existing = existing.parent
     if not existing.is_dir():
         where = "is a file" if existing == folder else f"lies below the file {existing}"
-        raise FacelibError(f"{option} {folder}: {where}; expected a folder")
+        raise OptionError(option, f"{folder} {where}; expected a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise FacelibError(f"{option} {folder}: {existing} is not writable")
+        raise OptionError(option, f"{folder}: {existing} is not writable")
     return folder
 
 
@@ -136,9 +140,9 @@ def output_file(path, option="--out"):
     """A file we may create or replace: not a folder, in a writable (or creatable) folder."""
     path = Path(path)
     if path.is_dir():
-        raise FacelibError(f"{option} {path}: is a folder; expected a file name")
+        raise OptionError(option, f"{path} is a folder; expected a file name")
     if path.exists() and not os.access(path, os.W_OK):
-        raise FacelibError(f"{option} {path}: is not writable")
+        raise OptionError(option, f"{path} is not writable")
     _writable_folder(option, path.parent)
     return path
 
@@ -151,9 +155,7 @@ def cli_type(check):
         try:
             return check(text)
         except OptionError as error:
-            raise argparse.ArgumentTypeError(error.expected) from None
-        except FacelibError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
+            raise argparse.ArgumentTypeError(error.problem) from None
 
     parse.__name__ = check.__name__  # argparse names the type in its messages
     return parse
