@@ -1,6 +1,7 @@
 """Hostile and mistaken input, as a user meets it on the command line: each class ends with a non-zero exit,
 one error line naming the file or option, no traceback, and no existing file changed."""
 
+import json
 import os
 import pickle
 import shutil
@@ -10,6 +11,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from test_training import write_tiny_kface
 
 from facelib import cli, models
@@ -293,3 +295,56 @@ def test_a_bad_option_in_a_real_process_prints_no_traceback(tiny_data, tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "--epochs" in lines[0], result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def write_face(path, image_format="JPEG"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 40), (200, 120, 80)).save(path, image_format)
+
+
+def folder_layout(root, odd_file=None, image_format="JPEG"):
+    """Two identities of two images each; `odd_file` (a name under amy/) is written in `image_format`."""
+    for name in ("amy", "ben"):
+        for number in (1, 2):
+            write_face(root / name / f"{name}_{number}.jpg")
+    if odd_file:
+        write_face(root / "amy" / odd_file, image_format)
+    return root
+
+
+def test_inspect_finds_a_file_name_that_is_not_utf8(tmp_path, capsys):
+    data = folder_layout(tmp_path / "data", os.fsdecode(b"amy_\xff.jpg"))
+    fails_in_one_line(capsys, ["inspect", data], "not valid UTF-8")
+
+
+def test_inspect_finds_a_format_the_training_decoder_refuses(tmp_path, capsys):
+    data = folder_layout(tmp_path / "data", "amy_3.bmp", "BMP")
+    fails_in_one_line(capsys, ["inspect", data], "amy_3.bmp", "BMP images cannot be decoded")
+
+
+def test_a_csv_column_named_like_a_facelib_column_is_one_line(tiny_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    meta = pd.read_csv(data / "train" / "train_meta.csv")
+    meta.assign(angle="frontal").to_csv(data / "train" / "train_meta.csv", index=False)
+    fails_in_one_line(capsys, ["inspect", data], "train_meta.csv", "'angle'", "frontal")
+
+
+def test_duplicate_pair_rows_are_dropped_with_a_count(tiny_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    labels = pd.read_csv(data / "validate" / "validate_label.csv")
+    pd.concat([labels, labels.iloc[:3]]).to_csv(data / "validate" / "validate_label.csv", index=False)
+    assert run_cli("inspect", data, "--json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["pairs"] == {"validate": len(labels)}
+    assert captured.err.strip() == "facelib: warning: dropped 3 duplicate pair rows (each pair is counted once)"
+
+
+def test_a_same_person_line_in_an_lfw_different_block_is_one_line(tmp_path, capsys):
+    data = folder_layout(tmp_path / "data")
+    (data / "pairs.txt").write_text("1\namy 1 2\namy 1 2\n")
+    fails_in_one_line(capsys, ["inspect", data], "pairs.txt", "pair 2", "same-person line inside a 'different' block")
