@@ -167,11 +167,17 @@ def backbone_state(state_dict, prefix):
     return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
+def read_pretext(path):
+    """A pretext checkpoint (what `train --init` takes), refused in one line if it is anything else."""
+    checkpoint = read_checkpoint(path)
+    if checkpoint["kind"] != "pretext":
+        raise CheckpointError(f"{path}: expected a pretext checkpoint, found kind {checkpoint['kind']!r}")
+    return checkpoint
+
+
 def load_backbone_from_pretext(model, pretext_path):
     """Initialise a Triarchy/Baseline backbone from a pretext checkpoint; the pretext head is dropped."""
-    checkpoint = read_checkpoint(pretext_path)
-    if checkpoint["kind"] != "pretext":
-        raise CheckpointError(f"{pretext_path}: expected a pretext checkpoint, found kind {checkpoint['kind']!r}")
+    checkpoint = read_pretext(pretext_path)
     state = backbone_state(checkpoint["model"], "backbone.")
     try:
         model.embedder.backbone.load_state_dict(state)

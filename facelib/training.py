@@ -519,8 +519,11 @@ def _run(settings, out, resume, overwrite, asked, device, cache_dir, progress):
             raise FacelibError(f"{files['checkpoint']}: cannot resume a {checkpoint['kind']} run as {settings['kind']}")
         # a run continues exactly as it started (the lr schedule spans its epochs), whatever the options now
         settings = _resumed_settings(checkpoint["config"]["settings"], settings, asked, files["checkpoint"])
-    elif not overwrite:
-        _refuse_to_replace(out, files, settings["kind"])
+    else:
+        if not overwrite:
+            _refuse_to_replace(out, files, settings["kind"])
+        if settings.get("init"):
+            models.read_pretext(settings["init"])  # a wrong --init fails now, not after decoding the images
     runtime = _runtime(device)
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -348,3 +348,12 @@ def test_a_same_person_line_in_an_lfw_different_block_is_one_line(tmp_path, caps
     data = folder_layout(tmp_path / "data")
     (data / "pairs.txt").write_text("1\namy 1 2\namy 1 2\n")
     fails_in_one_line(capsys, ["inspect", data], "pairs.txt", "pair 2", "same-person line inside a 'different' block")
+
+
+def test_a_wrong_init_checkpoint_stops_before_any_work(trained_run, tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    model = trained_run / "model.pt"
+    fails_in_one_line(
+        capsys, ["train", tiny_data, "--out", run, "--init", model], model, "expected a pretext checkpoint"
+    )
+    assert not run.exists()
