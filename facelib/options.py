@@ -46,24 +46,14 @@ def whole_number(option, value, low, high):
     return number
 
 
-def positive_number(option, value):
-    """A finite float > 0."""
+def finite_number(option, value, positive=False):
+    """A finite float (> 0 if `positive`); NaN and infinities are refused."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
-    if not (math.isfinite(number) and number > 0):
-        raise _expected(option, "a positive finite number", value)
-    return number
-
-
-def finite_number(option, value):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise _expected(option, "a finite number", value)
+    if not math.isfinite(number) or (positive and number <= 0):
+        raise _expected(option, "a positive finite number" if positive else "a finite number", value)
     return number
 
 
@@ -114,7 +104,7 @@ def threshold(value):
 def cache_limit_mb():
     """$FACELIB_CACHE_LIMIT_MB (default 2048): the cache folder's cap in MiB, a positive finite number."""
     value = os.environ.get("FACELIB_CACHE_LIMIT_MB", "2048")
-    return positive_number("FACELIB_CACHE_LIMIT_MB", value)
+    return finite_number("FACELIB_CACHE_LIMIT_MB", value, positive=True)
 
 
 def _writable_folder(option, folder):

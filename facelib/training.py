@@ -191,7 +191,7 @@ def _checked(settings):
         image_size=options.image_size(settings["image_size"]),
         batch=list(options.batch(settings["batch"])),
         seed=options.seed(settings["seed"]),
-        lr=options.positive_number("lr", settings["lr"]),
+        lr=options.finite_number("lr", settings["lr"], positive=True),
     )
 
 

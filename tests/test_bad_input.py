@@ -1,5 +1,6 @@
 """Hostile and mistaken input, as a user meets it on the command line: each class ends with a non-zero exit,
 one error line naming the file or option, no traceback, and no existing file changed."""
+# ruff: noqa: F811 (tests take test_training's fixtures, imported below, as arguments)
 
 import json
 import os
@@ -12,22 +13,11 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from test_training import write_tiny_kface
+from test_training import private_cache, tiny_data  # noqa: F401 (fixtures: tiny K-Face data, a private cache)
 
 from facelib import cli, models
 
 FAST = ["--epochs", "1", "--image-size", "32", "--batch", "2", "4", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return write_tiny_kface(tmp_path_factory.mktemp("bad") / "data")
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("FACELIB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.delenv("FACELIB_CACHE_LIMIT_MB", raising=False)
 
 
 @pytest.fixture(scope="module")
