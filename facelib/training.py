@@ -529,9 +529,8 @@ def _run(settings, out, resume, overwrite, asked, device, cache_dir, progress):
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out, task_class.files.values())
         if overwrite:
-            for name in ("checkpoint", "best", "metrics"):
-                if name in files:
-                    files[name].unlink(missing_ok=True)
+            for path in _results(files):
+                path.unlink()
     handlers = _attach_log(out / task_class.files["log"], runtime, progress)
     try:
         return _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress)
@@ -561,11 +560,14 @@ def _resumed_settings(stored, given, asked, checkpoint_path):
     return stored
 
 
+def _results(files):
+    """The files of `files` that hold a run's results (checkpoint, best model, metrics) and exist."""
+    return [path for name, path in files.items() if name in ("checkpoint", "best", "metrics") and path.exists()]
+
+
 def _refuse_to_replace(out, files, kind):
     """Never replace a run's results unasked."""
-    existing = [
-        path.name for name, path in files.items() if name in ("checkpoint", "best", "metrics") and path.exists()
-    ]
+    existing = [path.name for path in _results(files)]
     if existing:
         raise FacelibError(
             f"{out} already holds a {kind} run ({', '.join(existing)}): "
