@@ -295,11 +295,11 @@ def kfold_thresholds(scores, same, folds):
 
 
 def pose_labels(images):
-    """'frontal' / 'half-profile' / 'profile' per image: the `view` where known (CFP), else the |yaw| bin,
-    else None."""
+    """'frontal' / 'half-profile' / 'profile' per image: the |yaw| bin where yaw is known (the finer label),
+    else the `view` (CFP; K-Face's cam_angle front / side), else None."""
     from_yaw = pd.cut(images["yaw"].abs(), [0, *POSE_EDGES, np.inf], labels=POSES, include_lowest=True).astype(object)
     view = images["view"].astype(object) if "view" in images else from_yaw
-    labels = view.where(view.notna(), from_yaw)
+    labels = from_yaw.where(from_yaw.notna(), view)
     return labels.where(labels.notna(), None).rename("pose")
 
 
@@ -377,6 +377,19 @@ def select_pairs(data, split=None, protocol=None, folds=None):
     return chosen
 
 
+def labelled_same(pairs):
+    """The pairs' labels as a bool array (True = same person); FacelibError when any pair is unlabelled."""
+    unknown = pairs["same"].isna()
+    if unknown.any():
+        splits = sorted(pairs.loc[unknown, "split"].dropna().unique())
+        which = f"split {', '.join(splits)}" if splits else "these pairs"
+        raise FacelibError(
+            f"{which} has no usable labels (the challenge's test_label.csv holds dummy labels): "
+            "evaluate on --split validate, or write the test predictions with `facelib predict --split test`"
+        )
+    return pairs["same"].to_numpy(bool)
+
+
 def _calibration_pairs(data, split, protocol, calibrate, calibrate_folds):
     """(pairs that choose the threshold, description) or (None, None). Competition data evaluated on a
     split other than validate is calibrated on validate by default, the honest choice."""
@@ -415,6 +428,7 @@ def pair_scores(
     """(the selected pairs, one score per pair): what ROC curves and score histograms are drawn from.
     Shares `evaluate`'s embedding cache, so after an evaluation it runs no network."""
     pairs = select_pairs(data, split, protocol, folds)
+    labelled_same(pairs)  # the curves drawn from these scores need labels
     embeddings = embed_pairs(
         resolve_model(model, device),
         data.images,
@@ -429,7 +443,7 @@ def pair_scores(
 
 def _calibrated_threshold(model, data, pairs, metric, options):
     scores = embed_pairs(model, data.images, pairs, **options).scores(pairs, metric)
-    return best_threshold(scores, pairs["same"].to_numpy(bool))
+    return best_threshold(scores, labelled_same(pairs))
 
 
 # ----------------------------------------------------------------------------------------------- pretext
@@ -506,9 +520,12 @@ def evaluate(
     model = resolve_model(model, device)
     options = dict(batch_size=batch_size, flip=flip, cache=cache, progress=progress)
     pairs = select_pairs(data, split, protocol, folds)
+    same = labelled_same(pairs)
     calibration, calibration_name = _calibration_pairs(data, split, protocol, calibrate, calibrate_folds)
+    if calibration is not None:
+        labelled_same(calibration)
     embeddings = embed_pairs(model, data.images, pairs, **options)
-    scores, same = embeddings.scores(pairs, metric), pairs["same"].to_numpy(bool)
+    scores = embeddings.scores(pairs, metric)
 
     fold_table = None
     if threshold is not None:
