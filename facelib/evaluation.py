@@ -310,14 +310,28 @@ def _pair_label(first, second, order):
     return "-".join(sorted([str(first), str(second)], key=order))
 
 
+def _codes(table, column, prefix):
+    """'E1', 'C7', ... from a code column (None where unknown or the column is absent)."""
+    if column not in table:
+        return pd.Series(None, index=table.index, dtype=object)
+    return table[column].map(lambda code: None if pd.isna(code) else f"{prefix}{int(code)}")
+
+
+def _code_number(code):
+    return int(code[1:])
+
+
 def pair_groups(pairs, images):
-    """The pose gap ('frontal-profile', ...) and expression pair ('E1-E3', ...) of each pair, as a table
-    with columns pose and expression aligned with `pairs`."""
+    """The pose gap ('frontal-profile', ...), expression pair ('E1-E3', ...) and camera pair ('C5-C9', K-Face
+    camera codes) of each pair, as a table with columns pose, expression and camera aligned with `pairs`."""
     table = images.drop_duplicates("path").set_index("path")
     pose = pose_labels(table.reset_index()).set_axis(table.index)
-    expression = table["expression"].map(lambda code: None if pd.isna(code) else f"E{int(code)}")
     columns = {}
-    for name, values, order in [("pose", pose, POSES.index), ("expression", expression, lambda e: int(e[1:]))]:
+    for name, values, order in [
+        ("pose", pose, POSES.index),
+        ("expression", _codes(table, "expression", "E"), _code_number),
+        ("camera", _codes(table, "angle", "C"), _code_number),
+    ]:
         first, second = values.reindex(pairs["a"]), values.reindex(pairs["b"])
         columns[name] = [_pair_label(x, y, order) for x, y in zip(first, second)]
     return pd.DataFrame(columns, index=pairs.index, dtype=object)
@@ -343,14 +357,16 @@ def accuracy_by_group(scores, same, groups, threshold):
 
 
 def accuracy_by_pose(pairs, images, scores, threshold):
-    """Accuracy per pose gap and per expression pair: columns factor ('pose' / 'expression'), group,
-    pairs, same_pairs, accuracy, auc. Groups follow the pose order, e.g. frontal-frontal first."""
+    """Accuracy per pose gap, expression pair and camera pair: columns factor ('pose' / 'expression' /
+    'camera'; a factor no pair has is left out), group, pairs, same_pairs, accuracy, auc. Groups follow the
+    pose order, e.g. frontal-frontal first."""
     groups = pair_groups(pairs, images)
     tables = [
         accuracy_by_group(scores, pairs["same"], groups[factor], threshold).assign(factor=factor) for factor in groups
     ]
-    table = pd.concat(tables, ignore_index=True)
-    return table[["factor", "group", "pairs", "same_pairs", "accuracy", "auc"]]
+    columns = ["factor", "group", "pairs", "same_pairs", "accuracy", "auc"]
+    tables = [table[columns] for table in tables if len(table)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
 
 
 # ----------------------------------------------------------------------------------------------- data

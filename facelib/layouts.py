@@ -198,6 +198,17 @@ def one_identity(images: pd.DataFrame, identity=None) -> pd.DataFrame:
     return chosen.reset_index(drop=True)
 
 
+def view_counts(images: pd.DataFrame) -> pd.DataFrame:
+    """Images per split (and in total) for each view (frontal / profile / unknown) and, where the data has camera
+    codes, each code: K-Face's front / side balance and which code is which."""
+    frame = images.assign(
+        view=images["view"].fillna("unknown"), camera=images["angle"], split=images["split"].fillna("all")
+    )
+    keys = ["view", "camera"] if frame["camera"].notna().any() else ["view"]
+    table = frame.groupby([*keys, "split"], dropna=False).size().unstack("split", fill_value=0)
+    return table.assign(total=table.sum(axis=1))
+
+
 def image_sizes(images: pd.DataFrame, sample=None, seed: int = 0) -> pd.DataFrame:
     """Width and height (pixels) of the image files, of a seeded sample of `sample` rows if given."""
     if sample is not None and sample < len(images):

@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 
+from facelib import layouts, training
 from facelib.cli import main
 from facelib.notebooks import setup
 
@@ -41,6 +42,8 @@ def test_challenge_format_end_to_end(kface_challenge, tmp_path, monkeypatch, cap
     assert result["pairs"] == 12 and result["same_pairs"] == 6 and 0 <= result["accuracy"] <= 1
     pose = {row["group"]: row["pairs"] for row in result["by_pose"] if row["factor"] == "pose"}
     assert pose == {"frontal-profile": 4}  # C2 front vs C3 side; C4 and C9 were never seen in training
+    camera = {row["group"]: row["pairs"] for row in result["by_pose"] if row["factor"] == "camera"}
+    assert camera == {"C2-C3": 4, "C2-C9": 4, "C4-C9": 4}  # every pair, by its two camera codes
     assert result["retrieval"]["probes"] > 0 and result["retrieval"]["gallery"] > 0
 
     status, out, err = facelib(capsys, "evaluate", root, "--model", run / "model.pt", "--split", "test")
@@ -75,3 +78,10 @@ def test_inspect_says_what_it_read(kface_challenge, capsys):
     lines = dict(map(str.strip, line.split(": ", 1)) for line in out.strip().splitlines())
     assert status == 0 and json.loads(lines["unlabelled_pairs"].strip()) == {"test": 12}
     assert lines["yaw"].startswith("unknown for every camera code")
+
+
+def test_pretext_labels_come_from_the_file_names_and_nothing_is_flipped_without_yaw(kface_challenge):
+    root, _ = kface_challenge
+    labels = training.pretext_labels(training.training_images(layouts.load(root)))
+    assert labels.classes == {"angle": [1, 2, 3], "expression": [1, 2]}
+    assert not labels.flippable.any()  # no yaw: no camera code has a known mirror

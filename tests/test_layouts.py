@@ -122,6 +122,14 @@ def test_kface_challenge_format(kface_challenge):
     assert summary["yaw"].startswith("unknown for every camera code: facing and mirrored camera codes are off")
 
 
+def test_view_counts_show_the_balance_and_each_camera_code(kface_challenge):
+    table = layouts.view_counts(layouts.load(kface_challenge[0]).images)
+    assert table.loc[("frontal", 2), "train"] == 8 and table.loc[("profile", 1), "train"] == 8
+    assert table.loc[("unknown", 9), "train"] == 0 and table.loc[("unknown", 9), "test"] > 0
+    assert table.index.tolist() == [("frontal", 2), ("profile", 1), ("profile", 3), ("unknown", 4), ("unknown", 9)]
+    assert table.groupby(level="view")["train"].sum().to_dict() == {"frontal": 8, "profile": 16, "unknown": 0}
+
+
 @pytest.mark.parametrize("labels", ["", "-1", "x"])
 def test_dummy_test_labels_read_as_unlabelled(kface_challenge, labels):
     root, _ = kface_challenge
