@@ -135,7 +135,9 @@ def _kface_pose_summary(images: pd.DataFrame) -> dict:
     view = images["view"].fillna("unknown")
     cameras = images.dropna(subset=["angle"]).assign(view=view).groupby("angle")
     no_yaw = [f"C{code}" for code, yaws in cameras["yaw"] if yaws.isna().all()]
-    if not no_yaw:
+    if not cameras.ngroups:
+        yaw = "unknown: no file name carries a camera code (_C{code}), so facing and mirrored camera codes are off"
+    elif not no_yaw:
         yaw = "known for every camera code: facing and mirrored camera codes are on"
     else:
         where = "every camera code" if len(no_yaw) == cameras.ngroups else ", ".join(no_yaw)
@@ -228,6 +230,9 @@ def verify(paths) -> None:
                 raise DataError(f"corrupt image {path}: {_one_line(error)}") from None
 
 
+# ----------------------------------------------------------------------------------------------- K-Face
+
+
 def read_kface(root: Path):
     """Competition layout: train images from train_meta.csv, validate/test images and pairs from the label files;
     then per-image rendering metadata (if any), the view of each camera code and, where known, yaw and facing."""
@@ -263,7 +268,7 @@ def _kface_train_images(root: Path) -> pd.DataFrame:
 
 
 def _views_from_cam_angle(cam_angle: pd.Series, csv: Path) -> pd.Series:
-    words = cam_angle.str.strip().str.lower()
+    words = cam_angle.astype(str).str.strip().str.lower()
     view = words.map(KFACE_VIEWS)
     bad = view.isna()
     if bad.any():
