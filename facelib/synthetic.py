@@ -26,9 +26,10 @@ by default).
 
 Difficulty: the backgrounds, light and framing change with every image, so cosine similarity of raw pixels verifies
 the default test pairs at only about 0.60 accuracy (0.64 with the best threshold chosen on the test pairs
-themselves; tests/test_synthetic.py keeps it below 0.70), while hair, skin, head shape and face geometry stay
-fixed across pose, so a small CNN trained for minutes on the 70 training identities verifies them at about 0.95
-(0.957 in the README's reference run).
+themselves; measured on layout 1, whose pairs set C5 against the other eight cameras; tests/test_synthetic.py keeps
+it below 0.70 on the current pairs), while hair, skin, head shape and face geometry stay fixed across pose, so a
+small CNN trained for minutes on the 70 training identities verifies them at about 0.95 (0.957 in the README's
+reference run, also on layout 1).
 """
 
 import json
