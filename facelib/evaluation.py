@@ -296,11 +296,11 @@ def kfold_thresholds(scores, same, folds):
 
 
 def pose_labels(images):
-    """'frontal' / 'half-profile' / 'profile' per image: the `view` where known (CFP), else the |yaw| bin,
-    else None."""
+    """'frontal' / 'half-profile' / 'profile' per image: the |yaw| bin where yaw is known (the finer label),
+    else the `view` (CFP; K-Face's cam_angle front / side), else None."""
     from_yaw = pd.cut(images["yaw"].abs(), [0, *POSE_EDGES, np.inf], labels=POSES, include_lowest=True).astype(object)
     view = images["view"].astype(object) if "view" in images else from_yaw
-    labels = view.where(view.notna(), from_yaw)
+    labels = from_yaw.where(from_yaw.notna(), view)
     return labels.where(labels.notna(), None).rename("pose")
 
 
@@ -311,14 +311,28 @@ def _pair_label(first, second, order):
     return "-".join(sorted([str(first), str(second)], key=order))
 
 
+def _codes(table, column, prefix):
+    """'E1', 'C7', ... from a code column (None where unknown or the column is absent)."""
+    if column not in table:
+        return pd.Series(None, index=table.index, dtype=object)
+    return table[column].map(lambda code: None if pd.isna(code) else f"{prefix}{int(code)}")
+
+
+def _code_number(code):
+    return int(code[1:])
+
+
 def pair_groups(pairs, images):
-    """The pose gap ('frontal-profile', ...) and expression pair ('E1-E3', ...) of each pair, as a table
-    with columns pose and expression aligned with `pairs`."""
+    """The pose gap ('frontal-profile', ...), expression pair ('E1-E3', ...) and camera pair ('C5-C9', K-Face
+    camera codes) of each pair, as a table with columns pose, expression and camera aligned with `pairs`."""
     table = images.drop_duplicates("path").set_index("path")
     pose = pose_labels(table.reset_index()).set_axis(table.index)
-    expression = table["expression"].map(lambda code: None if pd.isna(code) else f"E{int(code)}")
     columns = {}
-    for name, values, order in [("pose", pose, POSES.index), ("expression", expression, lambda e: int(e[1:]))]:
+    for name, values, order in [
+        ("pose", pose, POSES.index),
+        ("expression", _codes(table, "expression", "E"), _code_number),
+        ("camera", _codes(table, "angle", "C"), _code_number),
+    ]:
         first, second = values.reindex(pairs["a"]), values.reindex(pairs["b"])
         columns[name] = [_pair_label(x, y, order) for x, y in zip(first, second)]
     return pd.DataFrame(columns, index=pairs.index, dtype=object)
@@ -344,14 +358,16 @@ def accuracy_by_group(scores, same, groups, threshold):
 
 
 def accuracy_by_pose(pairs, images, scores, threshold):
-    """Accuracy per pose gap and per expression pair: columns factor ('pose' / 'expression'), group,
-    pairs, same_pairs, accuracy, auc. Groups follow the pose order, e.g. frontal-frontal first."""
+    """Accuracy per pose gap, expression pair and camera pair: columns factor ('pose' / 'expression' /
+    'camera'; a factor no pair has is left out), group, pairs, same_pairs, accuracy, auc. Groups follow the
+    pose order, e.g. frontal-frontal first."""
     groups = pair_groups(pairs, images)
     tables = [
         accuracy_by_group(scores, pairs["same"], groups[factor], threshold).assign(factor=factor) for factor in groups
     ]
-    table = pd.concat(tables, ignore_index=True)
-    return table[["factor", "group", "pairs", "same_pairs", "accuracy", "auc"]]
+    columns = ["factor", "group", "pairs", "same_pairs", "accuracy", "auc"]
+    tables = [table[columns] for table in tables if len(table)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -376,6 +392,19 @@ def select_pairs(data, split=None, protocol=None, folds=None):
             f"{data.root}: no pairs with split={split}, protocol={protocol}, folds={folds} (present: {present})"
         )
     return chosen
+
+
+def labelled_same(pairs):
+    """The pairs' labels as a bool array (True = same person); FacelibError when any pair is unlabelled."""
+    unknown = pairs["same"].isna()
+    if unknown.any():
+        splits = sorted(pairs.loc[unknown, "split"].dropna().unique())
+        which = f"split {', '.join(splits)}" if splits else "these pairs"
+        raise FacelibError(
+            f"{which} has no usable labels (the challenge's test_label.csv holds dummy labels): "
+            "evaluate on --split validate, or write the test predictions with `facelib predict --split test`"
+        )
+    return pairs["same"].to_numpy(bool)
 
 
 def _calibration_pairs(data, split, protocol, calibrate, calibrate_folds):
@@ -414,6 +443,7 @@ def pair_scores(
     """(the selected pairs, one score per pair): what ROC curves and score histograms are drawn from.
     Shares `evaluate`'s embedding cache, so after an evaluation it runs no network."""
     pairs = select_pairs(data, split, protocol, folds)
+    labelled_same(pairs)  # the curves drawn from these scores need labels
     embeddings = embed_pairs(
         resolve_model(model, device),
         data.images,
@@ -428,7 +458,7 @@ def pair_scores(
 
 def _calibrated_threshold(model, data, pairs, metric, options):
     scores = embed_pairs(model, data.images, pairs, **options).scores(pairs, metric)
-    return best_threshold(scores, pairs["same"].to_numpy(bool))
+    return best_threshold(scores, labelled_same(pairs))
 
 
 # ----------------------------------------------------------------------------------------------- pretext
@@ -506,9 +536,12 @@ def evaluate(
     model = resolve_model(model, device)
     options = dict(batch_size=batch_size, flip=flip, cache=cache, progress=progress)
     pairs = select_pairs(data, split, protocol, folds)
+    same = labelled_same(pairs)
     calibration, calibration_name = _calibration_pairs(data, split, protocol, calibrate, calibrate_folds)
+    if calibration is not None:
+        labelled_same(calibration)
     embeddings = embed_pairs(model, data.images, pairs, **options)
-    scores, same = embeddings.scores(pairs, metric), pairs["same"].to_numpy(bool)
+    scores = embeddings.scores(pairs, metric)
 
     fold_table = None
     if threshold is not None:

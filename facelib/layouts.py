@@ -2,9 +2,12 @@
 
 `load(root)` recognises four layouts and returns a `FaceData`:
 
-- ``kface``: the competition layout, ``train/train_meta.csv`` + ``validate/validate_label.csv`` +
-  ``test/test_label.csv``; attributes come from the file names ``{face_id}_S001_L{light}_E{expr}_C{angle}_...``.
-  In the pair files label 0 means SAME person and 1 DIFFERENT.
+- ``kface``: the competition layout, ``train/train_meta.csv`` (file_name, face_id, cam_angle) +
+  ``validate/validate_label.csv`` + ``test/test_label.csv`` (image1, image2, label, read by position); attributes
+  come from the file names ``{face_id}_S001_L{light}_E{expr}_C{angle}_...``, the view (cam_angle front / side ->
+  frontal / profile) from each camera code's training rows. In the pair files label 0 means SAME person and 1
+  DIFFERENT; the challenge's test file holds dummy labels, read as unlabelled pairs (``same`` NA). Yaw (hence
+  facing and mirrored camera codes) is known only where a ``yaw`` column or ``render_meta.csv`` gives it.
 - ``cfp``: the official CFP layout (``Data/Images``, ``Data/Fiducials``, ``Protocol/``), FF and FP folds.
 - ``lfw``: one folder per identity plus the standard LFW ``pairs.txt``.
 - ``folder``: one folder per identity and no pairs (`sample_pairs` draws some with a seed).
@@ -45,12 +48,15 @@ IMAGE_COLUMNS = {
     "facing": object,
     "box": object,
 }
-PAIR_COLUMNS = {"a": object, "b": object, "same": bool, "split": object, "fold": "Int64", "protocol": object}
+# `same` is NA for an unlabelled pair (the challenge's test file holds dummy labels)
+PAIR_COLUMNS = {"a": object, "b": object, "same": "boolean", "split": object, "fold": "Int64", "protocol": object}
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}  # .bmp is listed so that `verify` reports it
 DECODABLE_FORMATS = {"JPEG", "PNG", "WEBP", "GIF"}  # what torchvision.io.decode_image reads (PIL's format names)
 KFACE_NAME = re.compile(r"^(?P<identity>.+?)_S\d+_L(?P<light>\d+)_E(?P<expression>\d+)_C(?P<angle>\d+)")
 KFACE_PAIR_FILES = {"validate": "validate/validate_label.csv", "test": "test/test_label.csv"}
+KFACE_VIEWS = {"front": "frontal", "side": "profile"}  # train_meta.csv's cam_angle -> view, in CFP's words
+KFACE_RENDER_FILE = "render_meta.csv"  # optional per-image metadata the challenge's files lack (synthetic set)
 CFP_IDENTITIES_PER_FOLD = 50
 # CFP fiducial indices (30 points): 0-8 the jaw contour from the ear (or cheek) down to the chin,
 # 18-21 the nose ridge down to its tip, 22-24 the nose base.
@@ -111,18 +117,45 @@ def detect_format(root: Path) -> str:
 
 
 def summary(data: FaceData) -> dict:
-    """Counts for `facelib inspect`: format, root, images, identities and pairs per protocol/fold or split; for
-    CFP also the images without fiducials (centre-cropped instead of cropped around the landmarks)."""
-    counts = {
+    """Counts for `facelib inspect`: format, root, images, identities and pairs per protocol/fold or split; the
+    unlabelled pairs per split, if any; for CFP, the images without fiducials (centre-cropped instead of cropped
+    around the landmarks); for K-Face, images per view and split, each camera code's view, and whether yaw is
+    known (without it, facing and the pretext's mirrored camera codes are off)."""
+    result = {
         "format": data.format,
         "root": str(data.root),
         "images": len(data.images),
         "identities": int(data.images["identity"].nunique()),
         "pairs": _pair_counts(data.pairs),
     }
+    if not data.pairs.empty and data.pairs["same"].isna().any():
+        result["unlabelled_pairs"] = _counts(data.pairs.loc[data.pairs["same"].isna(), "split"])
     if data.format == "cfp":
-        counts["no_fiducials"] = int(data.images["box"].isna().sum())
-    return counts
+        result["no_fiducials"] = int(data.images["box"].isna().sum())
+    if data.format == "kface":
+        result.update(_kface_pose_summary(data.images))
+    return result
+
+
+def _kface_pose_summary(images: pd.DataFrame) -> dict:
+    view = images["view"].fillna("unknown")
+    cameras = images.dropna(subset=["angle"]).assign(view=view).groupby("angle")
+    no_yaw = [f"C{code}" for code, yaws in cameras["yaw"] if yaws.isna().all()]
+    if not cameras.ngroups:
+        yaw = "unknown: no file name carries a camera code (_C{code}), so facing and mirrored camera codes are off"
+    elif not no_yaw:
+        yaw = "known for every camera code: facing and mirrored camera codes are on"
+    else:
+        where = "every camera code" if len(no_yaw) == cameras.ngroups else ", ".join(no_yaw)
+        yaw = (
+            f"unknown for {where}: facing and mirrored camera codes are off there (a yaw column in "
+            f"train/train_meta.csv or {KFACE_RENDER_FILE} gives it)"
+        )
+    return {
+        "views": {split: _counts(group) for split, group in view.groupby(images["split"], sort=False)},
+        "cameras": {f"C{code}": group["view"].iloc[0] for code, group in cameras},
+        "yaw": yaw,
+    }
 
 
 def sample_pairs(images: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
@@ -173,6 +206,17 @@ def one_identity(images: pd.DataFrame, identity=None) -> pd.DataFrame:
     return chosen.reset_index(drop=True)
 
 
+def view_counts(images: pd.DataFrame) -> pd.DataFrame:
+    """Images per split (and in total) for each view (frontal / profile / unknown) and, where the data has camera
+    codes, each code: K-Face's front / side balance and which code is which."""
+    frame = images.assign(
+        view=images["view"].fillna("unknown"), camera=images["angle"], split=images["split"].fillna("all")
+    )
+    keys = ["view", "camera"] if frame["camera"].notna().any() else ["view"]
+    table = frame.groupby([*keys, "split"], dropna=False).size().unstack("split", fill_value=0)
+    return table.assign(total=table.sum(axis=1))
+
+
 def image_sizes(images: pd.DataFrame, sample=None, seed: int = 0) -> pd.DataFrame:
     """Width and height (pixels) of the image files, of a seeded sample of `sample` rows if given."""
     if sample is not None and sample < len(images):
@@ -202,7 +246,8 @@ def verify(paths) -> None:
 
 
 def read_kface(root: Path):
-    """Competition layout: train images from train_meta.csv, validate/test images and pairs from the label files."""
+    """Competition layout: train images from train_meta.csv, validate/test images and pairs from the label files;
+    then per-image rendering metadata (if any), the view of each camera code and, where known, yaw and facing."""
     tables = [_kface_train_images(root)] if (root / "train" / "train_meta.csv").is_file() else []
     pair_tables = []
     for split, name in KFACE_PAIR_FILES.items():
@@ -210,7 +255,8 @@ def read_kface(root: Path):
             images, pairs = _kface_split(root / name, split)
             tables.append(images)
             pair_tables.append(pairs)
-    images = pd.concat(tables, ignore_index=True)
+    images = _kface_render_metadata(root, pd.concat(tables, ignore_index=True))
+    images = _views_from_camera_codes(images, root / "train" / "train_meta.csv")
     if "yaw" in images:
         images = _fill_yaw_from_camera_codes(images)
         images["facing"] = _facing_from_yaw(images["yaw"])
@@ -218,12 +264,15 @@ def read_kface(root: Path):
 
 
 def _kface_train_images(root: Path) -> pd.DataFrame:
-    """train_meta.csv (file_name, face_id and any extra columns, e.g. yaw) with attributes from the file names."""
+    """train_meta.csv (file_name, face_id, the challenge's cam_angle and any extra columns, e.g. yaw) with
+    attributes from the file names; cam_angle front / side becomes the view frontal / profile."""
     csv = root / "train" / "train_meta.csv"
     meta = _read_csv(csv, required=["file_name", "face_id"], dtype={"file_name": str, "face_id": str})
     paths = [str(root / "train" / name) for name in meta["file_name"]]
     _require_files(paths, csv)
     images = meta.drop(columns=["file_name", "face_id"]).assign(path=paths, identity=meta["face_id"], split="train")
+    if "cam_angle" in images:
+        images["view"] = _views_from_cam_angle(images.pop("cam_angle"), csv)
     if "yaw" in images:
         images["yaw"] = pd.to_numeric(images["yaw"], errors="coerce")
     _require_whole_numbers(images, ["fold", "angle", "expression", "light"], csv)
@@ -234,22 +283,48 @@ def _kface_train_images(root: Path) -> pd.DataFrame:
     return images.join(attributes[[c for c in attributes if c not in images]])
 
 
-def _kface_split(csv: Path, split: str):
-    """A validate/test label file: pairs (label 0 = same) and the images they name, from the file's own folder."""
-    table = _read_csv(csv, required=["image1", "image2", "label"], dtype={"image1": str, "image2": str})
-    labels = pd.to_numeric(table["label"], errors="coerce")
-    bad = ~labels.isin([0, 1])
+def _views_from_cam_angle(cam_angle: pd.Series, csv: Path) -> pd.Series:
+    words = cam_angle.astype(str).str.strip().str.lower()
+    view = words.map(KFACE_VIEWS)
+    bad = view.isna()
     if bad.any():
-        row = int(bad.idxmax())
+        row = int(bad.to_numpy().argmax())
         raise DataError(
-            f"{csv}: label must be 0 (same) or 1 (different), found {table['label'][row]} on data row {row + 1}"
+            f"{csv}: cam_angle must be {' or '.join(KFACE_VIEWS)}, found {cam_angle.iloc[row]!r} on data row {row + 1}"
         )
+    return view
+
+
+def _views_from_camera_codes(images: pd.DataFrame, csv: Path) -> pd.DataFrame:
+    """Each camera code's view, learned from the training rows, for every image of that code (validate and test
+    images have no cam_angle of their own). A code seen in training as both front and side is an error."""
+    known = images.dropna(subset=["view", "angle"]) if "view" in images else images.iloc[:0]
+    if known.empty:
+        return images
+    views = known.groupby("angle")["view"].unique()
+    mixed = views[views.map(len) > 1]
+    if len(mixed):
+        raise DataError(f"{csv}: camera code C{mixed.index[0]} is listed both as front and as side")
+    return images.assign(view=images["view"].fillna(images["angle"].map(views.map(lambda found: found[0]))))
+
+
+def _kface_split(csv: Path, split: str):
+    """A validate/test label file: pairs (label 0 = same) and the images they name, from the file's own folder.
+    Labels come from `{split}_truth.csv` beside it when present (the synthetic test split, whose label file holds
+    dummy labels as the challenge's does); dummy labels without a truth file leave a test split unlabelled."""
+    table = _read_pair_file(csv)
+    truth = csv.with_name(f"{split}_truth.csv")
+    if truth.is_file():
+        labels = _truth_labels(truth, table)
+    else:
+        labels = _pair_labels(table["label"], csv, required=split == "validate")
     folder = csv.parent
     pairs = pd.DataFrame(
         {
             "a": [str(folder / name) for name in table["image1"]],
             "b": [str(folder / name) for name in table["image2"]],
-            "same": labels == 0,  # the competition's convention: 0 = SAME person, 1 = DIFFERENT
+            # the competition's convention: 0 = SAME person, 1 = DIFFERENT; NA: unlabelled
+            "same": labels.map({0: True, 1: False}).astype("boolean"),
             "split": split,
         }
     )
@@ -258,6 +333,64 @@ def _kface_split(csv: Path, split: str):
     _require_files(paths, csv)
     images = _kface_attributes(pd.Series(names)).assign(path=paths, split=split)
     return images, pairs
+
+
+def _read_pair_file(csv: Path) -> pd.DataFrame:
+    """The three columns image1, image2, label read by position, as the challenge's loader does (the header row's
+    names vary); a first row that names two images is data, not a header."""
+    table = _read_csv(csv, required=[], header=None, dtype=str)
+    if table.shape[1] != 3:
+        raise DataError(f"{csv}: expected 3 columns (image1, image2, label), found {table.shape[1]}")
+    table.columns = ["image1", "image2", "label"]
+    first = table.iloc[0, :2].astype(str).str.lower()
+    if not first.map(lambda name: Path(name).suffix in IMAGE_SUFFIXES).all():
+        table = table.iloc[1:].reset_index(drop=True)
+    if table.empty:
+        raise DataError(f"{csv} has no pairs")
+    return table
+
+
+def _pair_labels(labels: pd.Series, csv: Path, required: bool) -> pd.Series:
+    """The labels as 0/1 numbers; all NA when they are dummies (missing, one value only, or not 0/1), which is an
+    error where they are `required` (validate: its pairs choose the threshold)."""
+    numbers = pd.to_numeric(labels, errors="coerce")
+    bad = ~numbers.isin([0, 1])
+    if not bad.any() and numbers.nunique() == 2:
+        return numbers
+    if required:
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            found = f"found {labels.iloc[row]} on data row {row + 1}"
+        else:
+            found = f"found only {int(numbers.iloc[0])}"
+        raise DataError(f"{csv}: label must be 0 (same) or 1 (different), with both present; {found}")
+    return pd.Series(np.nan, index=labels.index)
+
+
+def _truth_labels(truth: Path, table: pd.DataFrame) -> pd.Series:
+    """The true labels of a pair file whose own labels are dummies: same pairs in the same order, real labels."""
+    true = _read_pair_file(truth)
+    if not true[["image1", "image2"]].equals(table[["image1", "image2"]]):
+        raise DataError(f"{truth}: its pairs must be those of {truth.name.replace('_truth', '_label')}, in order")
+    return _pair_labels(true["label"], truth, required=True)
+
+
+def _kface_render_metadata(root: Path, images: pd.DataFrame) -> pd.DataFrame:
+    """render_meta.csv (split, file_name and e.g. yaw, pitch; written by facelib.synthetic): optional per-image
+    values that the challenge's files do not carry; they fill what the file names and train_meta.csv leave NA."""
+    csv = root / KFACE_RENDER_FILE
+    if not csv.is_file():
+        return images
+    meta = _read_csv(csv, required=["split", "file_name"], dtype={"split": str, "file_name": str})
+    key = pd.MultiIndex.from_arrays([images["split"], images["path"].map(os.path.basename)])
+    meta = meta.drop_duplicates(["split", "file_name"]).set_index(["split", "file_name"])
+    for column in meta.columns:
+        values = meta[column].reindex(key).to_numpy()
+        if column in images:
+            images[column] = images[column].where(images[column].notna(), values)
+        else:
+            images[column] = values
+    return images
 
 
 def _kface_attributes(names: pd.Series) -> pd.DataFrame:

@@ -11,3 +11,54 @@ def cfp_root():
     if not (CFP_ROOT / "Protocol").is_dir():
         pytest.skip(f"CFP data not found at {CFP_ROOT}")
     return CFP_ROOT
+
+
+def write_kface_challenge(root, size=32):
+    """A tiny set in the challenge's exact format: train_meta.csv with file_name, face_id, cam_angle (C2 front,
+    C1 and C3 side); label files under other header names, read by position; camera codes C4 (front) and C9
+    (side) only in validate / test; dummy test labels (all 0). Each identity has its own colour, so a tiny
+    model can tell them apart. Returns (root, the true test labels)."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    def image(split, face_id, light, expression, camera):
+        name = f"{face_id}_S001_L{light}_E{expression:02d}_C{camera}_cropped.jpg"
+        path = root / split / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng([int(face_id), light, expression, camera])
+            colour = np.array([int(face_id) * 53 % 256, int(face_id) * 97 % 256, int(face_id) * 31 % 256])
+            pixels = np.clip(colour + rng.normal(0, 20, (size, size, 3)) + 10 * camera, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(path, quality=90)
+        return name
+
+    train = [
+        (image("train", face_id, light, expression, camera), face_id, "front" if camera == 2 else "side")
+        for face_id in ["19062401", "19062402", "19062403", "19062404"]
+        for camera in [1, 2, 3]
+        for expression in [1, 2]
+        for light in [1]
+    ]
+    pd.DataFrame(train, columns=["file_name", "face_id", "cam_angle"]).to_csv(
+        root / "train" / "train_meta.csv", index=False
+    )
+    truth = {}
+    for split, ids, header in [
+        ("validate", ["1001", "1002"], "file1,file2,is_different"),
+        ("test", ["2001", "2002"], "a,b,c"),
+    ]:
+        rows = []
+        for first, second in [(ids[0], ids[0]), (ids[0], ids[1]), (ids[1], ids[1]), (ids[1], ids[0])]:
+            for front, side in [(2, 3), (4, 9), (2, 9)]:
+                rows.append((image(split, first, 1, 1, front), image(split, second, 2, 2, side), int(first != second)))
+        truth[split] = [label for _, _, label in rows]
+        labels = rows if split == "validate" else [(a, b, 0) for a, b, _ in rows]
+        lines = [header] + [f"{a},{b},{label}" for a, b, label in labels]
+        (root / split / f"{split}_label.csv").write_text("\n".join(lines) + "\n")
+    return root, truth["test"]
+
+
+@pytest.fixture
+def kface_challenge(tmp_path):
+    return write_kface_challenge(tmp_path / "kface")

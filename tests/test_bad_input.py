@@ -164,7 +164,7 @@ def test_pruning_deletes_only_files_facelib_wrote(tmp_path):
     from facelib import imagecache
 
     theirs = [tmp_path / name for name in ("faces-notes.txt", "embeddings-2024.csv", "photo.jpg")]
-    ours = tmp_path / f"faces-32px-3-{'0' * 24}.pt"
+    ours = tmp_path / f"faces-32px-3-{'0' * 24}.npy"
     for path in [*theirs, ours]:
         path.write_bytes(b"x" * 100)
     imagecache.prune(tmp_path, limit=1)

@@ -72,7 +72,7 @@ def test_pose_gap_and_expression_groups():
         {
             "path": ["f0", "f10", "h45", "p90", "unknown", "cfp_profile"],
             "yaw": [0.0, -10.0, -45.0, 90.0, np.nan, np.nan],
-            "view": [None, None, None, None, None, "profile"],
+            "view": [None, None, "profile", None, None, "profile"],  # yaw, where known, gives the finer label
             "expression": pd.array([1, 2, 1, 3, 1, pd.NA], dtype="Int64"),
         }
     )
@@ -281,6 +281,24 @@ def test_predict_calibrates_on_validate(face_data, tmp_path):
     assert table["label"].tolist() == [0 if same else 1 for same in test_pairs["same"]]
     with pytest.raises(FacelibError, match="give a threshold"):
         evaluation.predict(face_data, MeanColour(), "validate", tmp_path / "v.csv", cache=False)
+
+
+def test_unlabelled_test_split_predicts_but_does_not_evaluate(face_data, tmp_path):
+    """The challenge's test file holds dummy labels: predictions work, metrics point to the validate split."""
+    truth = face_data.pairs["same"].astype("boolean")
+    face_data.pairs["same"] = truth.where(face_data.pairs["split"] != "test", pd.NA)
+    for measure in (evaluation.evaluate, evaluation.pair_scores):
+        with pytest.raises(FacelibError, match=r"split test has no usable labels .* --split validate"):
+            measure(face_data, MeanColour(), split="test", cache=False)
+    with pytest.raises(FacelibError, match="split test has no usable labels"):
+        evaluation.evaluate(face_data, MeanColour(), cache=False)  # every pair, the test ones included
+    assert evaluation.evaluate(face_data, MeanColour(), split="validate", cache=False)["accuracy"] == 1.0
+    out = evaluation.predict(face_data, MeanColour(), "test", tmp_path / "test.csv", cache=False)
+    assert pd.read_csv(out)["label"].tolist() == [
+        0 if same else 1 for same in truth[face_data.pairs["split"] == "test"]
+    ]
+    with pytest.raises(FacelibError, match="split test has no usable labels"):
+        evaluation.predict(face_data, MeanColour(), "validate", tmp_path / "v.csv", calibrate="test", cache=False)
 
 
 def test_cfp_pose_groups_follow_the_protocol(cfp_root):

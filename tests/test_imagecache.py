@@ -47,7 +47,7 @@ def test_shapes_dtype_and_crops(table, tmp_path):
 def test_cache_is_reused_and_invalidated_when_a_file_changes(table, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = load_images(table, 16, cache_dir=cache, progress=False)
-    assert len(list(cache.glob("*.pt"))) == 1
+    assert len(list(cache.glob("*.npy"))) == 1
 
     def no_decoding(*args):
         raise AssertionError("decoded although the cache is valid")
@@ -60,16 +60,16 @@ def test_cache_is_reused_and_invalidated_when_a_file_changes(table, tmp_path, mo
     os.utime(table["path"][0], ns=(1, 1))  # a different mtime even on coarse file-system clocks
     changed = load_images(table, 16, cache_dir=cache, progress=False)
     assert (changed[0] == 7).all() and torch.equal(changed[1:], first[1:])
-    assert len(list(cache.glob("*.pt"))) == 2
+    assert len(list(cache.glob("*.npy"))) == 2
 
     load_images(table, 8, cache_dir=cache, progress=False)  # another size: another cache file
-    assert len(list(cache.glob("*.pt"))) == 3
+    assert len(list(cache.glob("*.npy"))) == 3
 
 
 def test_default_cache_dir_follows_the_environment(table, tmp_path, monkeypatch):
     monkeypatch.setenv("FACELIB_CACHE", str(tmp_path / "env-cache"))
     load_images(table, 8, progress=False)
-    assert len(list((tmp_path / "env-cache").glob("faces-8px-3-*.pt"))) == 1
+    assert len(list((tmp_path / "env-cache").glob("faces-8px-3-*.npy"))) == 1
 
 
 def test_the_cache_keeps_to_its_size_limit_dropping_the_least_recently_used(table, tmp_path, monkeypatch):
@@ -88,14 +88,38 @@ def test_the_cache_keeps_to_its_size_limit_dropping_the_least_recently_used(tabl
     assert sorted(int(f.name.split("-")[1][:-2]) for f in cache.glob("faces-*")) == [8, 20]
     assert unrelated.exists()
 
-    monkeypatch.setenv("FACELIB_CACHE_LIMIT_MB", "0.0001")  # 100 bytes: the file just written still stays
-    load_images(table, 24, cache_dir=cache, progress=False)
+    monkeypatch.setenv("FACELIB_CACHE_LIMIT_MB", "0.0001")  # 100 bytes: the file just written stays, with a warning
+    with pytest.warns(UserWarning, match="larger than the cache limit .* raise FACELIB_CACHE_LIMIT_MB"):
+        load_images(table, 24, cache_dir=cache, progress=False)
     assert [f.name.split("-")[1] for f in cache.glob("faces-*")] == ["24px"]
 
     monkeypatch.setenv("FACELIB_CACHE_LIMIT_MB", "lots")
     with pytest.raises(FacelibError, match="FACELIB_CACHE_LIMIT_MB"):
         load_images(table, 28, cache_dir=cache, progress=False)
     assert not list(cache.glob("faces-28px-*"))  # refused before any work
+
+
+def test_an_interrupted_decoding_resumes_after_the_last_finished_chunk(table, tmp_path, monkeypatch):
+    expected = load_images(table, 16, cache_dir=tmp_path / "whole", progress=False)
+    cache, decode, calls = tmp_path / "cache", imagecache.decode_face, []
+
+    def interrupted_at_the_third(*args):
+        calls.append(args[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return decode(*args)
+
+    monkeypatch.setattr(imagecache, "CHUNK_IMAGES", 1)
+    monkeypatch.setattr(imagecache, "decode_face", interrupted_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        load_images(table, 16, cache_dir=cache, progress=False)
+    assert not list(cache.glob("*.npy")) and [f.read_text() for f in cache.glob("*.done")] == ["2"]
+    calls.clear()
+    monkeypatch.setattr(imagecache, "decode_face", lambda *args: calls.append(args[0]) or decode(*args))
+    faces = load_images(table, 16, cache_dir=cache, progress=False)
+    assert calls == [table["path"][2]]  # only the face that was not finished
+    assert torch.equal(faces, expected)
+    assert [f.suffix for f in cache.iterdir()] == [".npy"]  # nothing partial left
 
 
 def test_missing_or_corrupt_images_name_the_file(table, tmp_path):

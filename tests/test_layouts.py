@@ -89,6 +89,121 @@ def test_kface_without_yaw_leaves_pose_unknown(tmp_path):
     assert images.loc[0, "fold"] is pd.NA
 
 
+def test_kface_challenge_format(kface_challenge):
+    """cam_angle is the view; camera codes give validate/test images theirs; headers of any name; dummy test labels."""
+    root, _ = kface_challenge
+    data = layouts.load(root)
+    images, pairs = data.images.set_index("path"), data.pairs
+    train = data.images[data.images["split"] == "train"]
+    assert train.groupby("angle")["view"].unique().map(list).to_dict() == {
+        1: ["profile"],
+        2: ["frontal"],
+        3: ["profile"],
+    }
+    assert "cam_angle" not in data.images
+    validate = data.images[data.images["split"] == "validate"].set_index("angle")
+    assert validate.loc[2, "view"].unique().tolist() == ["frontal"] and validate.loc[3, "view"].unique().tolist() == [
+        "profile"
+    ]
+    assert validate.loc[[4, 9], "view"].isna().all()  # codes never seen in training: view unknown
+    assert data.images["yaw"].isna().all() and data.images["facing"].isna().all()
+
+    assert (
+        pairs.loc[pairs["split"] == "validate", "same"].tolist() == [True] * 3 + [False] * 3 + [True] * 3 + [False] * 3
+    )
+    assert pairs.loc[pairs["split"] == "test", "same"].isna().all()  # all labels 0: dummies
+    first = pairs.iloc[0]
+    assert images.loc[first["a"], "angle"] == 2 and images.loc[first["b"], "angle"] == 3
+
+    summary = layouts.summary(data)
+    assert summary["pairs"] == {"validate": 12, "test": 12} and summary["unlabelled_pairs"] == {"test": 12}
+    assert summary["views"]["train"] == {"profile": 16, "frontal": 8}
+    assert summary["cameras"] == {"C1": "profile", "C2": "frontal", "C3": "profile", "C4": "unknown", "C9": "unknown"}
+    assert summary["yaw"].startswith("unknown for every camera code: facing and mirrored camera codes are off")
+
+
+def test_view_counts_show_the_balance_and_each_camera_code(kface_challenge):
+    table = layouts.view_counts(layouts.load(kface_challenge[0]).images)
+    assert table.loc[("frontal", 2), "train"] == 8 and table.loc[("profile", 1), "train"] == 8
+    assert table.loc[("unknown", 9), "train"] == 0 and table.loc[("unknown", 9), "test"] > 0
+    assert table.index.tolist() == [("frontal", 2), ("profile", 1), ("profile", 3), ("unknown", 4), ("unknown", 9)]
+    assert table.groupby(level="view")["train"].sum().to_dict() == {"frontal": 8, "profile": 16, "unknown": 0}
+
+
+@pytest.mark.parametrize("labels", ["", "-1", "x"])
+def test_dummy_test_labels_read_as_unlabelled(kface_challenge, labels):
+    root, _ = kface_challenge
+    csv = root / "test" / "test_label.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([lines[0]] + [line.rsplit(",", 1)[0] + "," + labels for line in lines[1:]]) + "\n")
+    pairs = layouts.load(root).pairs
+    assert pairs.loc[pairs["split"] == "test", "same"].isna().all()
+    assert pairs.loc[pairs["split"] == "validate", "same"].notna().all()
+
+
+def test_label_file_without_header_and_truth_file(kface_challenge):
+    root, truth = kface_challenge
+    csv = root / "test" / "test_label.csv"
+    lines = csv.read_text().splitlines()[1:]
+    csv.write_text("\n".join(lines) + "\n")  # the first row is data
+    names = [line.rsplit(",", 1)[0] for line in lines]
+    (root / "test" / "test_truth.csv").write_text(
+        "image1,image2,label\n" + "".join(f"{n},{t}\n" for n, t in zip(names, truth))
+    )
+    pairs = layouts.load(root).pairs
+    test = pairs[pairs["split"] == "test"]
+    assert len(test) == 12 and test["same"].tolist() == [t == 0 for t in truth]
+
+    (root / "test" / "test_truth.csv").write_text("image1,image2,label\n" + f"{names[1]},0\n{names[0]},1\n")
+    assert_one_line_error(root, r"test_truth.csv: its pairs must be those of test_label.csv, in order")
+
+
+def test_kface_cam_angle_errors(kface_challenge):
+    root, _ = kface_challenge
+    meta = pd.read_csv(root / "train" / "train_meta.csv", dtype=str)
+    meta.loc[3, "cam_angle"] = "up"
+    meta.to_csv(root / "train" / "train_meta.csv", index=False)
+    assert_one_line_error(root, r"train_meta.csv: cam_angle must be front or side, found 'up' on data row 4")
+    meta.loc[3, "cam_angle"] = "front" if meta.loc[0, "cam_angle"] == "side" else "side"
+    meta.loc[3, "file_name"] = meta.loc[0, "file_name"]  # the same camera code, the other view
+    meta.to_csv(root / "train" / "train_meta.csv", index=False)
+    assert_one_line_error(root, r"train_meta.csv: camera code C\d is listed both as front and as side")
+
+
+def test_validate_with_dummy_labels_is_an_error(kface_challenge):
+    root, _ = kface_challenge
+    csv = root / "validate" / "validate_label.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([lines[0]] + [line.rsplit(",", 1)[0] + ",0" for line in lines[1:]]) + "\n")
+    assert_one_line_error(root, r"validate_label.csv: label must be 0 \(same\) or 1 \(different\), with both present")
+
+
+def test_render_metadata_gives_yaw_facing_and_pose(kface_challenge):
+    root, _ = kface_challenge
+    images = layouts.load(root).images
+    yaw_of = {1: -60.0, 2: 0.0, 3: 60.0}  # per camera code; codes 4 and 9 are not listed
+    listed = images[images["angle"].isin(list(yaw_of))]
+    pd.DataFrame(
+        {
+            "split": listed["split"],
+            "file_name": listed["path"].map(lambda path: path.rsplit("/", 1)[1]),
+            "yaw": listed["angle"].map(yaw_of).astype(float),
+            "pitch": 1.5,
+        }
+    ).to_csv(root / layouts.KFACE_RENDER_FILE, index=False)
+    images = layouts.load(root).images
+    by_code = images.groupby("angle")
+    assert by_code["yaw"].first().to_dict() == pytest.approx(
+        {1: -60.0, 2: 0.0, 3: 60.0, 4: np.nan, 9: np.nan}, nan_ok=True
+    )
+    assert (
+        images.loc[images["angle"] == 3, "facing"].eq("right").all()
+        and images.loc[images["angle"] == 2, "facing"].isna().all()
+    )
+    assert images.loc[images["angle"].isin(list(yaw_of)), "pitch"].eq(1.5).all()
+    assert layouts.summary(layouts.load(root))["yaw"].startswith("unknown for C4, C9:")
+
+
 # Landmarks of a face looking right: jaw contour from the ear (left) to the chin, nose ridge far right.
 PROFILE_POINTS = np.array(
     [(10 + i, 20 + 3 * i) for i in range(9)]
@@ -278,15 +393,21 @@ def test_csv_without_needed_column(kface_root):
     assert_one_line_error(kface_root, r"train_meta.csv: missing column 'face_id'")
 
 
-def test_pair_csv_without_label(kface_root):
-    write_csv(kface_root / "validate" / "validate_label.csv", [("a.jpg", "b.jpg")], ["image1", "image2"])
-    assert_one_line_error(kface_root, r"validate_label.csv: missing column 'label'")
+@pytest.mark.parametrize("columns", [["image1", "image2"], ["image1", "image2", "label", "note"]])
+def test_pair_csv_with_other_than_three_columns(kface_root, columns):
+    write_csv(kface_root / "validate" / "validate_label.csv", [tuple(f"{c}.jpg" for c in columns)], columns)
+    assert_one_line_error(
+        kface_root, rf"validate_label.csv: expected 3 columns \(image1, image2, label\), found {len(columns)}"
+    )
 
 
-def test_pair_label_other_than_0_or_1(kface_root):
-    table = pd.read_csv(kface_root / "validate" / "validate_label.csv").assign(label=[0, 2])
+@pytest.mark.parametrize("labels, found", [([0, 2], "found 2 on data row 2"), ([1, 1], "found only 1")])
+def test_validate_labels_must_be_0_and_1(kface_root, labels, found):
+    table = pd.read_csv(kface_root / "validate" / "validate_label.csv").assign(label=labels)
     table.to_csv(kface_root / "validate" / "validate_label.csv", index=False)
-    assert_one_line_error(kface_root, r"validate_label.csv: label must be 0 \(same\) or 1 \(different\), found 2")
+    assert_one_line_error(
+        kface_root, rf"validate_label.csv: label must be 0 \(same\) or 1 \(different\), with both present; {found}"
+    )
 
 
 def test_pair_file_naming_missing_image(kface_root):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from facelib import layouts, synthetic
+from facelib import layouts, synthetic, training
 from facelib.errors import FacelibError
 
 NAME = re.compile(r"^(?P<face_id>\d+)_S001_L(?P<light>\d)_E(?P<expression>0[1-3])_C(?P<angle>\d)_cropped\.jpg$")
@@ -33,34 +33,43 @@ def read_pairs(root, split):
 
 def test_layout_follows_the_competition(dataset):
     meta = pd.read_csv(dataset / "train" / "train_meta.csv", dtype={"face_id": str})
-    assert list(meta.columns) == ["file_name", "face_id", "light", "expression", "angle", "yaw", "pitch"]
+    assert list(meta.columns) == ["file_name", "face_id", "cam_angle"]  # exactly the challenge's columns
     parsed = attributes(meta.file_name)
     assert (parsed.face_id == meta.face_id).all()
-    columns = ["light", "expression", "angle"]
-    assert (parsed[columns].to_numpy() == meta[columns].to_numpy()).all()
+    assert (meta.cam_angle == np.where(parsed.angle.isin(synthetic.FRONT_CAMERAS), "front", "side")).all()
+    assert (meta.cam_angle == "side").sum() == 2 * (meta.cam_angle == "front").sum()  # the challenge's 1 : 2
     assert sorted(p.name for p in (dataset / "train").glob("*.jpg")) == sorted(meta.file_name)
     # every training identity: 9 cameras x 3 expressions x 2 distinct lights
     assert meta.face_id.nunique() == 28 and len(meta) == 28 * 54
-    views = meta.groupby(["face_id", "angle", "expression"]).light.nunique()
+    views = parsed.groupby(["face_id", "angle", "expression"]).light.nunique()
     assert len(views) == 28 * 27 and (views == 2).all()
-    nominal = meta.angle.map(synthetic.CAMERA_YAW)
-    assert np.abs(meta.yaw - nominal).max() <= 3.05 and meta.pitch.abs().max() <= 10.05
+    render = pd.read_csv(dataset / "render_meta.csv")
+    assert list(render.columns) == ["split", "file_name", "light", "expression", "yaw", "pitch"]
+    rendered = render[render.split == "train"].set_index("file_name").loc[meta.file_name]
+    assert (rendered[["light", "expression"]].to_numpy() == parsed[["light", "expression"]].to_numpy()).all()
+    nominal = parsed.angle.map(synthetic.CAMERA_YAW).to_numpy()
+    assert np.abs(rendered.yaw.to_numpy() - nominal).max() <= 3.05 and render.pitch.abs().max() <= 10.05
     with Image.open(dataset / "train" / meta.file_name[0]) as image:
         assert image.format == "JPEG" and image.mode == "RGB" and image.size == (32, 32)
 
 
-def test_pairs_are_frontal_vs_side_balanced_and_identity_disjoint(dataset):
+def test_pairs_are_front_vs_side_balanced_and_identity_disjoint(dataset):
     identities = {"train": set(pd.read_csv(dataset / "train" / "train_meta.csv", dtype=str).face_id)}
     for split in ["validate", "test"]:
         pairs = read_pairs(dataset, split)
-        assert list(pairs.columns) == ["image1", "image2", "label"] and len(pairs) == 6 * 8 * 6
+        assert list(pairs.columns) == ["image1", "image2", "label"] and len(pairs) == 6 * 6 * 8
+        if split == "test":  # dummy labels, as in the challenge's file; the truth beside it
+            assert (pairs.label == synthetic.DUMMY_LABEL).all()
+            truth = pd.read_csv(dataset / "test" / "test_truth.csv", dtype={"image1": str, "image2": str})
+            assert truth[["image1", "image2"]].equals(pairs[["image1", "image2"]])
+            pairs = truth
         first, second = attributes(pairs.image1), attributes(pairs.image2)
-        assert (first.angle == synthetic.FRONTAL_CAMERA).all() and (second.angle != synthetic.FRONTAL_CAMERA).all()
+        assert first.angle.isin(synthetic.FRONT_CAMERAS).all() and not second.angle.isin(synthetic.FRONT_CAMERAS).any()
         # the competition's convention: 0 = SAME person, 1 = DIFFERENT
         assert ((pairs.label == 0) == (first.face_id == second.face_id)).all()
         assert (pairs.label == 0).sum() == (pairs.label == 1).sum()
         assert not pairs.duplicated().any()
-        assert (second.groupby([first.face_id, second.angle, pairs.label]).size() == 3).all(), "3 per camera"
+        assert (second.groupby([first.face_id, second.angle, pairs.label]).size() == 4).all(), "4 per camera"
         for name in pd.concat([pairs.image1, pairs.image2]):
             assert (dataset / split / name).is_file()
         identities[split] = set(first.face_id) | set(second.face_id)
@@ -76,12 +85,20 @@ def test_the_data_layer_reads_it_as_kface(dataset):
     data = layouts.load(dataset)
     summary = layouts.summary(data)
     assert summary["format"] == "kface" and summary["identities"] == 40
-    assert summary["pairs"] == {"validate": 288, "test": 288}
-    assert data.pairs.same.sum() == 288  # half of them, read with label 0 = same
+    assert summary["pairs"] == {"validate": 288, "test": 288} and "unlabelled_pairs" not in summary
+    assert data.pairs.same.sum() == 288  # half of them, read with label 0 = same (test: from test_truth.csv)
+    assert summary["cameras"] == {f"C{c}": "frontal" if c in (4, 5, 6) else "profile" for c in range(1, 10)}
+    assert summary["yaw"].startswith("known for every camera code")
+    assert data.images["yaw"].notna().all() and data.images["view"].notna().all()
+    # the pretext's labels: camera code and expression from the file names, mirrors from render_meta.csv's yaw
+    labels = training.pretext_labels(training.training_images(data))
+    assert labels.classes == {"angle": list(range(1, 10)), "expression": [1, 2, 3]}
+    assert labels.flippable.all() and (labels.mirrored[:, 0] == 8 - labels.targets[:, 0]).all()
 
 
 def raw_pixel_cosines(root, split):
-    pairs = read_pairs(root, split)
+    pairs = pd.read_csv(root / split / f"{split}_{'truth' if split == 'test' else 'label'}.csv", dtype=str)
+    pairs["label"] = pairs["label"].astype(int)
     names = pd.unique(pd.concat([pairs.image1, pairs.image2]))
     pixels = {name: np.asarray(Image.open(root / split / name), np.float64).ravel() for name in names}
     a, b = np.stack([pixels[n] for n in pairs.image1]), np.stack([pixels[n] for n in pairs.image2])
@@ -142,6 +159,33 @@ def test_bad_arguments_and_occupied_output_are_refused(tmp_path):
     with pytest.raises(FacelibError, match="not an empty folder"):
         synthetic.generate(tmp_path / "c", identities=6, size=32)
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["notes.txt"]
+
+
+def test_ensure_default_remakes_a_set_of_an_older_layout_only(tmp_path, monkeypatch):
+    made = []
+
+    def fake_generate(out, **options):
+        made.append(out)
+        (out / "train").mkdir(parents=True, exist_ok=True)
+        for name in ["train/train_meta.csv", "validate/validate_label.csv", "test/test_label.csv"]:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("new")
+        (out / "synthetic.json").write_text(f'{{"layout": {synthetic.LAYOUT}}}')
+        return out
+
+    monkeypatch.setattr(synthetic, "generate", fake_generate)
+    old = tmp_path / "synthetic"
+    fake_generate(old)
+    made.clear()
+    (old / "synthetic.json").write_text('{"generator": "facelib.synthetic", "seed": 0}')  # layout 1 had no version
+    (old / "train" / "train_meta.csv").write_text("old")
+    assert synthetic.ensure_default(old) == old
+    assert (old / "train" / "train_meta.csv").read_text() == "new" and len(made) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]  # nothing left beside it
+    (old / "synthetic.json").unlink()  # not facelib's: never replaced
+    (old / "train" / "train_meta.csv").write_text("mine")
+    synthetic.ensure_default(old)
+    assert (old / "train" / "train_meta.csv").read_text() == "mine" and len(made) == 1
 
 
 def test_ensure_default_makes_the_set_once_where_facelib_data_says(tmp_path, monkeypatch):
