@@ -451,6 +451,7 @@ def test_cfp_integration(cfp_root):
         "images": 6300,
         "identities": 450,
         "pairs": {"FF": folds, "FP": folds},
+        "no_fiducials": 0,
     }
     images, pairs = data.images, data.pairs
     assert images["view"].value_counts().to_dict() == {"frontal": 4500, "profile": 1800}
