@@ -53,13 +53,13 @@ def touch(cache_file):
 
 
 def prune(cache_dir, keep=None, limit=None):
-    """Delete the least recently used faces-*/embeddings-* files until the folder fits `limit` bytes (default:
+    """Delete the least recently used faces-*/embeddings-*/onnx-* files until the folder fits `limit` bytes (default:
     `cache_limit_bytes()`); `keep`, the file just written, always stays. Every model evaluated adds embeddings,
     so without this the folder grows for ever."""
     limit = cache_limit_bytes() if limit is None else limit
     files = []
     for path in Path(cache_dir).glob("*-*"):
-        if path.name.startswith(("faces-", "embeddings-")) and path.is_file():
+        if path.name.startswith(("faces-", "embeddings-", "onnx-")) and path.is_file():
             try:
                 stat = path.stat()
             except OSError:
