@@ -80,7 +80,6 @@ def write_onnx(net, out, extra_metadata=None):
 
     size = int(net.image_size)
     graph = FlipAveragedEmbedding(net.eval()).eval()
-    example = torch.zeros(1, 3, size, size, device=next(net.parameters()).device)
     metadata = {
         "format_version": "1",
         "input_name": INPUT_NAME,
@@ -98,25 +97,32 @@ def write_onnx(net, out, extra_metadata=None):
         "parameters": str(models.count_parameters(net)),
         **(extra_metadata or {}),
     }
-    with atomic_path(out) as tmp, warnings.catch_warnings():
-        # the TorchScript exporter: seconds here, where the dynamo exporter takes close to a minute
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph,
-            (example,),
-            str(tmp),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
+    with atomic_path(out) as tmp:
+        export_graph(graph, size, tmp)
         proto = onnx.load(str(tmp))
         for key, value in metadata.items():
             proto.metadata_props.add(key=METADATA_PREFIX + key, value=value)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return out
+
+
+def export_graph(module, size, path):
+    """torch.onnx.export of `module` (images [N, 3, size, size] -> embedding [N, D]) with a dynamic batch axis."""
+    example = torch.zeros(1, 3, size, size, device=next(module.parameters()).device)
+    with warnings.catch_warnings():
+        # the TorchScript exporter: seconds here, where the dynamo exporter takes close to a minute
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
 
 
 def file_digest(path):

@@ -1,0 +1,136 @@
+"""ONNX export: the exported graph gives torch's final embeddings, and says in its metadata how to feed it."""
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from facelib import evaluation, export, imagecache, layouts, models
+from facelib.cli import main
+from facelib.errors import FacelibError
+
+TOLERANCE = 1e-4  # max abs difference of L2-normalised embeddings
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FACELIB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    _, model = trained_run
+    return model, export.export_onnx(model, tmp_path_factory.mktemp("export") / "model.onnx")
+
+
+def run_without_facelib(path, faces):
+    """What another program does: read the metadata, normalise uint8 RGB faces with it, run the graph."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    mean = np.array(meta["facelib.input_mean"].split(","), np.float32)[:, None, None]
+    std = np.array(meta["facelib.input_std"].split(","), np.float32)[:, None, None]
+    assert faces.shape[-1] == int(meta["facelib.input_size"])
+    x = ((faces.numpy().astype(np.float32) / 255 - mean) / std).astype(np.float32)
+    return session.run([meta["facelib.output_name"]], {meta["facelib.input_name"]: x})[0]
+
+
+def torch_embeddings(model_path, faces, flip=True):
+    return evaluation.embed_images(models.load_embedder(model_path), faces, flip=flip, cache=False)
+
+
+def asymmetric_faces(faces):
+    """The faces with their left half blanked, and noise: inputs whose mirror image embeds differently."""
+    blanked = faces.clone()
+    blanked[..., : faces.shape[-1] // 2] = 0
+    noise = torch.randint(0, 256, (4, *faces.shape[1:]), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return torch.cat([faces, blanked, noise])
+
+
+def assert_parity(model_path, onnx_path, faces):
+    expected = torch_embeddings(model_path, faces)
+    got = run_without_facelib(onnx_path, faces)
+    assert got.shape == expected.shape == (len(faces), models.EMBEDDING_DIM)
+    assert np.abs(got - expected).max() <= TOLERANCE
+
+
+def assert_flip_and_normalisation_matter(model_path, faces):
+    """The parity check could not miss a dropped mirror average or L2 normalisation on these faces: either
+    changes the embeddings by far more than the tolerance."""
+    expected = torch_embeddings(model_path, faces)
+    assert np.abs(torch_embeddings(model_path, faces, flip=False) - expected).max() > 10 * TOLERANCE
+    with torch.inference_mode():
+        raw = models.load_embedder(model_path)(imagecache.to_model_input(faces))
+    assert (raw.norm(dim=1) - 1).abs().min() > 10 * TOLERANCE
+
+
+def test_onnx_matches_torch_on_synthetic_faces_at_any_batch_size(trained_run, exported):
+    data, _ = trained_run
+    model, path = exported
+    faces = asymmetric_faces(imagecache.load_images(layouts.load(data).images, 64, progress=False))
+    assert_flip_and_normalisation_matter(model, faces)
+    assert_parity(model, path, faces)
+    assert_parity(model, path, faces[:1])  # the batch axis is dynamic
+
+
+def test_onnx_matches_torch_on_cfp_faces(cfp_root, exported):
+    model, path = exported
+    images = layouts.load(cfp_root).images
+    faces = imagecache.load_images(images.groupby("view").head(8), 64, progress=False)  # frontal and profile
+    assert_parity(model, path, faces)
+
+
+def test_metadata_says_how_to_use_the_model_without_facelib(exported):
+    model, path = exported
+    proto = onnx.load(str(path))
+    meta = {entry.key: entry.value for entry in proto.metadata_props}
+    stored = models.load_embedder(model).verification
+    assert meta["facelib.input_size"] == "64" and meta["facelib.parameters"] == "4663420"
+    assert meta["facelib.flip_averaging"] == meta["facelib.l2_normalized"] == "true"
+    assert (meta["facelib.input_mean"], meta["facelib.input_std"]) == ("0.5,0.5,0.5", "0.5,0.5,0.5")
+    assert float(meta["facelib.threshold"]) == stored["threshold"] and meta["facelib.metric"] == stored["metric"]
+    batch_axis = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_axis.dim_param and not batch_axis.dim_value
+    # the metadata's normalisation is facelib's own
+    faces = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    expected = (faces.float() / 255 - 0.5) / 0.5
+    assert torch.allclose(imagecache.to_model_input(faces), expected, atol=1e-6)
+
+
+def test_a_pretext_checkpoint_is_refused_in_one_line(tmp_path, capsys):
+    pretext = tmp_path / "pretext.pt"
+    net = models.PretextNet({"angle": 3})
+    torch.save({"kind": "pretext", "config": {"image_size": 64}, "model": net.state_dict()}, pretext)
+    with pytest.raises(FacelibError, match="pretext checkpoint has no identity embedding"):
+        export.export_onnx(pretext, tmp_path / "model.onnx")
+    (tmp_path / "damaged.pt").write_bytes(b"not a checkpoint")
+    assert main(["export", "--model", str(tmp_path / "damaged.pt"), "--out", str(tmp_path / "model.onnx")]) == 2
+    error = capsys.readouterr().err
+    assert "damaged.pt" in error and error.count("\n") == 1
+    assert not list(tmp_path.glob("*.onnx*"))  # nothing half-written
+
+
+def test_out_must_be_an_onnx_file(exported, tmp_path):
+    model, _ = exported
+    with pytest.raises(FacelibError, match="--out .*model.pt: expected a file name ending in .onnx"):
+        export.export_onnx(model, tmp_path / "model.pt")
+
+
+def test_onnx_engine_scores_equal_torch(trained_run):
+    data, model = trained_run
+    faces = layouts.load(data)
+    _, torch_scores = evaluation.pair_scores(faces, model, split="validate", engine="torch")
+    _, onnx_scores = evaluation.pair_scores(faces, model, split="validate", engine="onnx")
+    assert np.abs(onnx_scores - torch_scores).max() <= TOLERANCE
+    torch_result = evaluation.evaluate(faces, model, split="validate", engine="torch")
+    onnx_result = evaluation.evaluate(faces, model, split="validate", engine="onnx")
+    assert onnx_result["engine"] == "onnx" and torch_result["engine"] == "torch"
+    assert onnx_result["accuracy"] == torch_result["accuracy"]
+    assert onnx_result["auc"] == pytest.approx(torch_result["auc"], abs=TOLERANCE)
+
+
+def test_onnx_engine_needs_the_flip(exported, trained_run):
+    data, _ = trained_run
+    _, path = exported
+    with pytest.raises(FacelibError, match="averages each face with its mirror"):
+        evaluation.evaluate(layouts.load(data), path, split="validate", flip=False)
