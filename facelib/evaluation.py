@@ -122,7 +122,8 @@ def weights_digest(model):
 def _embed(model, faces, batch_size, flip, device, progress):
     if isinstance(model, export.OnnxEmbedder):  # flip averaging and normalisation are inside the graph
         batches = torch.split(faces, batch_size)
-        chunks = [model(imagecache.to_model_input(batch)) for batch in tqdm(batches, disable=not progress, leave=False)]
+        batches = tqdm(batches, desc="embedding (onnxruntime)", unit="batch", disable=not progress, leave=False)
+        chunks = [model(imagecache.to_model_input(batch)) for batch in batches]
         return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), dtype=np.float32)
     if device:
         model.to(device)
