@@ -93,7 +93,9 @@ def write_onnx(net, out, extra_metadata=None):
         "flip_averaging": "true",
         "l2_normalized": "true",
         "output": "L2-normalise(L2-normalise(net(x)) + L2-normalise(net(mirror(x)))); score = dot product",
-        "embedding_dim": str(net.embedding.out_features),
+        "embedding_dim": str(
+            net.embedding.out_features if isinstance(net, models.EmbeddingNet) else models.FEATURE_DIM
+        ),
         "parameters": str(models.count_parameters(net)),
         **(extra_metadata or {}),
     }

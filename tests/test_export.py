@@ -6,7 +6,7 @@ import onnxruntime
 import pytest
 import torch
 
-from facelib import evaluation, export, imagecache, layouts, models
+from facelib import evaluation, export, imagecache, inference, layouts, models
 from facelib.cli import main
 from facelib.errors import FacelibError
 
@@ -134,3 +134,13 @@ def test_onnx_engine_needs_the_flip(exported, trained_run):
     _, path = exported
     with pytest.raises(FacelibError, match="averages each face with its mirror"):
         evaluation.evaluate(layouts.load(data), path, split="validate", flip=False)
+
+
+def test_the_exported_file_verifies_with_its_stored_threshold(trained_run, exported):
+    data, _ = trained_run
+    model, path = exported
+    pairs = layouts.load(data).pairs
+    a, b = pairs[["a", "b"]].iloc[0]
+    with_torch, with_onnx = inference.verify(a, b, model), inference.verify(a, b, path)
+    assert with_onnx["threshold"] == with_torch["threshold"] and with_onnx["same"] == with_torch["same"]
+    assert with_onnx["score"] == pytest.approx(with_torch["score"], abs=TOLERANCE)
