@@ -261,6 +261,10 @@ def main():
     parser.add_argument("--note", default="", help="how the machine was used meanwhile, stored in the JSON")
     parser.add_argument("--out", default=RESULTS, type=Path, help="JSON file to write")
     args = parser.parse_args()
+    if args.embed_images <= WARMUP * EMBED_BATCH:
+        parser.error(
+            f"--embed-images: more than {WARMUP * EMBED_BATCH} (the untimed warm-up batches), got {args.embed_images}"
+        )
 
     data = layouts.load(args.data or synthetic.ensure_default())
     images = training.training_images(data)

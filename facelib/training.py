@@ -752,7 +752,10 @@ class _Validation:
 
     def operating_point(self, model):
         """The threshold of best accuracy, as plain numbers and strings (loadable with weights_only=True)."""
-        threshold, accuracy = self._best_threshold(model, flip=True)
+        # building the exported copy draws initial weights from the global RNG: forked, so that storing the
+        # threshold leaves training's random stream (and an exact resume) as it was
+        with torch.random.fork_rng(devices=[]):
+            threshold, accuracy = self._best_threshold(model, flip=True)
         return dict(
             threshold=threshold, metric=VERIFICATION_METRIC, flip=True, accuracy=accuracy, pairs=len(self.pairs)
         )
