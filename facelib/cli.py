@@ -119,7 +119,7 @@ def cmd_predict(args):
 def cmd_export(args):
     from facelib import export
 
-    print(f"ONNX model: {export.export_onnx(args.model, args.out)}")
+    print(f"ONNX model: {export.export_onnx(args.model, args.out, overwrite=args.overwrite)}")
 
 
 def cmd_verify(args):
@@ -245,6 +245,7 @@ def build_parser():
     )
     p.add_argument("--model", required=True, help="identity checkpoint, e.g. RUN/model.pt")
     p.add_argument("--out", required=True, help="ONNX file to write, e.g. model.onnx")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(handler=cmd_export)
 
     p = commands.add_parser("verify", help="are two photos the same person?")

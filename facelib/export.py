@@ -42,12 +42,14 @@ class FlipAveragedEmbedding(nn.Module):
         return normalise(normalise(original, dim=1) + normalise(mirrored, dim=1), dim=1)
 
 
-def export_onnx(model_path, out):
-    """Write the inference network of an identity checkpoint (RUN/model.pt) to `out` as ONNX, atomically.
-    Returns the path written."""
+def export_onnx(model_path, out, overwrite=False):
+    """Write the inference network of an identity checkpoint (RUN/model.pt) to `out` as ONNX, atomically; an
+    existing `out` is replaced only with `overwrite`. Returns the path written."""
     model_path, out = Path(model_path), Path(out)
     if out.suffix.lower() != ".onnx":
         raise FacelibError(f"--out {out}: expected a file name ending in .onnx")
+    if out.exists() and not overwrite:
+        raise FacelibError(f"--out {out}: the file exists; give --overwrite to replace it")
     net = models.load_embedder(model_path)
     if net.kind == "pretext":
         raise FacelibError(

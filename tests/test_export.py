@@ -121,10 +121,12 @@ def test_a_pretext_checkpoint_is_refused_in_one_line(tmp_path, capsys):
     assert not list(tmp_path.glob("*.onnx*"))  # nothing half-written
 
 
-def test_out_must_be_an_onnx_file(exported, tmp_path):
-    model, _ = exported
+def test_out_must_be_a_new_onnx_file(exported, tmp_path):
+    model, path = exported
     with pytest.raises(FacelibError, match="--out .*model.pt: expected a file name ending in .onnx"):
         export.export_onnx(model, tmp_path / "model.pt")
+    with pytest.raises(FacelibError, match="the file exists; give --overwrite"):
+        export.export_onnx(model, path)
 
 
 def test_onnx_engine_scores_equal_torch(trained_run):
