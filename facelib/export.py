@@ -182,8 +182,9 @@ def onnx_engine(model, cache_dir=None):
     under a key of its weights, so the next call with the same weights loads the file directly."""
     from facelib.evaluation import weights_digest
 
-    folder = Path(cache_dir) if cache_dir else imagecache.default_cache_dir()
-    path = folder / f"onnx-{weights_digest(model).hex()[:24]}-{int(model.image_size)}px.onnx"
+    path = (
+        imagecache.cache_folder(cache_dir) / f"onnx-{weights_digest(model).hex()[:24]}-{int(model.image_size)}px.onnx"
+    )
     if not path.exists():
         write_onnx(model, path, {"kind": str(getattr(model, "kind", "unknown"))})
     engine = OnnxEmbedder(path)
