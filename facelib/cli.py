@@ -91,6 +91,7 @@ def cmd_evaluate(args):
         flip=not args.no_flip,
         metric=args.metric,
         device=args.device,
+        engine=args.engine,
     )
     if args.json:
         print(json.dumps(result, default=str))
@@ -114,8 +115,36 @@ def cmd_predict(args):
         calibrate=args.calibrate,
         with_score=args.with_score,
         device=args.device,
+        engine=args.engine,
     )
     print(f"predictions: {path}")
+
+
+def cmd_export(args):
+    from facelib import export
+
+    print(f"ONNX model: {export.export_onnx(args.model, args.out, overwrite=args.overwrite)}")
+
+
+def cmd_verify(args):
+    from facelib import inference
+
+    result = inference.verify(args.a, args.b, args.model, args.threshold, engine=args.engine, device=args.device)
+    if args.json:
+        print(json.dumps(result))
+        return
+    verdict = "same person" if result["same"] else "different people"
+    print(f"{verdict}: score {result['score']:.4f}, threshold {result['threshold']:.4f} ({result['threshold_source']})")
+
+
+def cmd_search(args):
+    from facelib import inference
+
+    table = inference.search(args.probe, args.gallery, args.model, top=args.top, engine=args.engine, device=args.device)
+    if args.json:
+        print(table.to_json(orient="records"))
+        return
+    print(table.to_string(index=False, float_format="%.4f"))
 
 
 def cmd_notebooks(args):
@@ -170,6 +199,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"facelib: error: {message} (see {self.prog} --help)\n")
 
 
+def add_engine_argument(parser):
+    parser.add_argument(
+        "--engine", choices=["torch", "onnx"], default="torch", help="run the network in torch or ONNX Runtime (CPU)"
+    )
+
+
+def add_model_arguments(parser):
+    parser.add_argument("--model", required=True, help="RUN/model.pt, or an ONNX file from `facelib export`")
+    add_device_argument(parser)
+    add_engine_argument(parser)
+
+
 def build_parser():
     parser = OneLineParser(prog="facelib", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -213,6 +254,7 @@ def build_parser():
     p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
     p.add_argument("--no-flip", action="store_true", help="do not average embeddings with the mirrored image")
     add_device_argument(p)
+    add_engine_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -228,7 +270,36 @@ def build_parser():
     threshold.add_argument("--calibrate", default="validate", help="split whose pairs choose the threshold")
     p.add_argument("--with-score", action="store_true", help="add the similarity score as a column")
     add_device_argument(p)
+    add_engine_argument(p)
     p.set_defaults(handler=cmd_predict)
+
+    p = commands.add_parser(
+        "export", help="write a trained model as ONNX (flip averaging, L2 norm and metadata inside)"
+    )
+    p.add_argument("--model", required=True, help="identity checkpoint, e.g. RUN/model.pt")
+    p.add_argument("--out", required=True, help="ONNX file to write, e.g. model.onnx")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(handler=cmd_export)
+
+    p = commands.add_parser("verify", help="are two photos the same person?")
+    p.add_argument("a", help="photo (any size: the centre square is used)")
+    p.add_argument("b", help="photo")
+    add_model_arguments(p)
+    p.add_argument(
+        "--threshold",
+        type=options.cli_type(options.threshold),
+        help="decision threshold on the cosine (default: the stored one)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_verify)
+
+    p = commands.add_parser("search", help="rank a gallery's identities by likeness to a photo")
+    p.add_argument("probe", help="photo to look up")
+    p.add_argument("--gallery", required=True, help="folder of identity folders and / or images")
+    add_model_arguments(p)
+    p.add_argument("--top", type=int, default=5, help="identities to list")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(handler=cmd_search)
 
     p = commands.add_parser("notebooks", help="execute notebooks 01-05 headlessly with papermill")
     p.add_argument("--profile", choices=["default", "smoke"], default="default")

@@ -25,13 +25,14 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
-from facelib import imagecache, layouts, models
+from facelib import export, imagecache, layouts, models
 from facelib import options as checks
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_path
 from facelib.retrieval import rank_gallery
 
 METRICS = ("cosine", "euclidean")
+ENGINES = ("torch", "onnx")
 FARS = (1e-2, 1e-3)
 POSES = ("frontal", "half-profile", "profile")
 # |yaw| bin edges in degrees: frontal, half-profile, profile. They lie between the cameras of both usual
@@ -53,7 +54,10 @@ def embed_images(model, images, batch_size=128, flip=True, cache=True, device=No
     there); default: where the model is. `cache`: True (the facelib cache folder), a folder, or False
     (no embedding cache; decoded faces still use the image cache); the key covers the weights, the image
     files (or pixels) and `flip`, so evaluating the same model on the same data again runs no network.
+    `model` may also be an export.OnnxEmbedder (ONNX Runtime), whose graph always averages the mirror image.
     """
+    if isinstance(model, export.OnnxEmbedder) and not flip:
+        raise FacelibError(f"{model.path}: the ONNX graph averages each face with its mirror; flip=False needs torch")
     if isinstance(images, pd.DataFrame):
         distinct = images.drop_duplicates("path")
         vectors = _embed_cached(model, distinct, batch_size, flip, cache, device, progress)
@@ -95,7 +99,7 @@ def _image_size(model):
 
 def _embedding_key(model, images, flip):
     digest = hashlib.sha256(f"facelib-embeddings v{EMBEDDING_CACHE_FORMAT} flip={bool(flip)}\n".encode())
-    digest.update(_weights_digest(model))
+    digest.update(weights_digest(model))
     if isinstance(images, pd.DataFrame):
         digest.update(imagecache.cache_key(images, _image_size(model)).encode())
     else:
@@ -104,9 +108,11 @@ def _embedding_key(model, images, flip):
     return digest.hexdigest()
 
 
-def _weights_digest(model):
+def weights_digest(model):
     """Digest of the architecture and every weight and buffer: the same checkpoint gives the same key
-    wherever it is stored, and retraining in place gives a new one."""
+    wherever it is stored, and retraining in place gives a new one. An ONNX model: its file's digest."""
+    if isinstance(model, export.OnnxEmbedder):
+        return b"onnx" + model.digest
     digest = hashlib.sha256(type(model).__name__.encode())
     for name, value in model.state_dict().items():
         digest.update(name.encode())
@@ -115,6 +121,11 @@ def _weights_digest(model):
 
 
 def _embed(model, faces, batch_size, flip, device, progress):
+    if isinstance(model, export.OnnxEmbedder):  # flip averaging and normalisation are inside the graph
+        batches = torch.split(faces, batch_size)
+        batches = tqdm(batches, desc="embedding (onnxruntime)", unit="batch", disable=not progress, leave=False)
+        chunks = [model(imagecache.to_model_input(batch)) for batch in batches]
+        return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), dtype=np.float32)
     if device:
         model.to(device)
     device = next(model.parameters()).device
@@ -157,12 +168,16 @@ class Embeddings:
 
     def scores(self, pairs, metric="cosine"):
         """One score per pair (higher = more alike), looked up from the embedding matrix."""
-        a, b = self.vectors[self.rows(pairs["a"])], self.vectors[self.rows(pairs["b"])]
-        if metric == "cosine":
-            return np.einsum("ij,ij->i", a, b).astype(np.float64)
-        if metric == "euclidean":
-            return -np.linalg.norm(a - b, axis=1).astype(np.float64)
-        raise FacelibError(f"metric: expected one of {', '.join(METRICS)}, got {metric!r}")
+        return score_vectors(self.vectors[self.rows(pairs["a"])], self.vectors[self.rows(pairs["b"])], metric)
+
+
+def score_vectors(a, b, metric="cosine"):
+    """Row-wise scores of two matrices of L2-normalised embeddings: cosine, or the negated euclidean distance."""
+    if metric == "cosine":
+        return np.einsum("ij,ij->i", a, b).astype(np.float64)
+    if metric == "euclidean":
+        return -np.linalg.norm(a - b, axis=1).astype(np.float64)
+    raise FacelibError(f"metric: expected one of {', '.join(METRICS)}, got {metric!r}")
 
 
 def embed_pairs(model, images, pairs, batch_size=128, flip=True, cache=True, device=None, progress=False):
@@ -419,8 +434,20 @@ def _calibration_pairs(data, split, protocol, calibrate, calibrate_folds):
     return None, None
 
 
-def resolve_model(model, device=None):
-    """An nn.Module is used as it is; a path is loaded with `models.load_embedder`."""
+def resolve_model(model, device=None, engine="torch"):
+    """The embedding model to run. engine "torch": an nn.Module as it is, a checkpoint path loaded with
+    `models.load_embedder`. engine "onnx": the same network in ONNX Runtime (CPU), exported once into the cache
+    folder (export.onnx_engine). A .onnx file (from `facelib export`) or an export.OnnxEmbedder always runs in
+    ONNX Runtime."""
+    if engine not in ENGINES:
+        raise FacelibError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if isinstance(model, export.OnnxEmbedder):
+        return model
+    if not isinstance(model, torch.nn.Module) and Path(model).suffix.lower() == ".onnx":
+        return export.OnnxEmbedder(model)
+    if engine == "onnx":
+        net = model if isinstance(model, torch.nn.Module) else models.load_embedder(model, "cpu")
+        return export.onnx_engine(net)
     if isinstance(model, torch.nn.Module):
         return model
     return models.load_embedder(model, models.resolve_device(device))
@@ -438,6 +465,7 @@ def pair_scores(
     batch_size=128,
     cache=True,
     device=None,
+    engine="torch",
     progress=False,
 ):
     """(the selected pairs, one score per pair): what ROC curves and score histograms are drawn from.
@@ -445,7 +473,7 @@ def pair_scores(
     pairs = select_pairs(data, split, protocol, folds)
     labelled_same(pairs)  # the curves drawn from these scores need labels
     embeddings = embed_pairs(
-        resolve_model(model, device),
+        resolve_model(model, device, engine),
         data.images,
         pairs,
         batch_size=batch_size,
@@ -519,6 +547,7 @@ def evaluate(
     batch_size=128,
     cache=True,
     device=None,
+    engine="torch",
     progress=False,
 ):
     """Verification (and retrieval, where a gallery can be formed) metrics of `model` on `data`'s pairs.
@@ -530,10 +559,10 @@ def evaluate(
     in `threshold_source`). Returns a JSON-ready dict: pairs, same_pairs, accuracy (k-fold: the mean, plus
     accuracy_std and fold_results), auc, eer, threshold, threshold_source, f1, tar_at_far, confusion,
     by_pose (records of `accuracy_by_pose`), retrieval {rank1, rank5, mAP, probes, gallery} (only where a
-    gallery can be formed), and the options used.
+    gallery can be formed), and the options used. `engine`: torch or onnx (ONNX Runtime), see `resolve_model`.
     """
     threshold = checks.threshold(threshold)
-    model = resolve_model(model, device)
+    model = resolve_model(model, device, engine)
     options = dict(batch_size=batch_size, flip=flip, cache=cache, progress=progress)
     pairs = select_pairs(data, split, protocol, folds)
     same = labelled_same(pairs)
@@ -562,6 +591,7 @@ def evaluate(
         "folds": None if folds is None else list(folds),
         "metric": metric,
         "flip": flip,
+        "engine": "onnx" if isinstance(model, export.OnnxEmbedder) else "torch",
         "images": len(embeddings.images),
     }
     result.update(verification_metrics(scores, same, thresholds))
@@ -646,13 +676,14 @@ def predict(
     batch_size=128,
     cache=True,
     device=None,
+    engine="torch",
     progress=False,
 ):
     """Score the pairs of `split` and write the submission file `out`. The threshold is `threshold` if
     given, else the best-accuracy threshold on the `calibrate` split (default: validate, when present and
     not the split being predicted). Returns the path written."""
     threshold, out = checks.threshold(threshold), checks.output_file(out)
-    model = resolve_model(model, device)
+    model = resolve_model(model, device, engine)
     options = dict(batch_size=batch_size, flip=flip, cache=cache, progress=progress)
     pairs = select_pairs(data, split)
     if threshold is None:
@@ -677,6 +708,7 @@ def evaluate_command(
     flip=True,
     metric="cosine",
     device="auto",
+    engine="torch",
 ):
     """`facelib evaluate`: load the data and the checkpoint, return `evaluate`'s dict."""
     return evaluate(
@@ -689,6 +721,7 @@ def evaluate_command(
         flip=flip,
         metric=metric,
         device=device,
+        engine=engine,
         progress=True,
     )
 
@@ -704,6 +737,7 @@ def predict_command(
     flip=True,
     metric="cosine",
     device="auto",
+    engine="torch",
 ):
     """`facelib predict`: a fixed `threshold` wins over `calibrate`. Returns the file written."""
     return predict(
@@ -717,5 +751,6 @@ def predict_command(
         flip=flip,
         metric=metric,
         device=device,
+        engine=engine,
         progress=True,
     )

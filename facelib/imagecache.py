@@ -36,8 +36,10 @@ from facelib.io_utils import atomic_write_text
 CACHE_FORMAT = 2  # bump when the decoding changes, so old cache files are not reused
 CHUNK_IMAGES = 4096  # faces decoded between two resume points (at 112 px, 150 MB)
 
-# the only files pruning may delete: what load_images and facelib.evaluation write, by exact name pattern
-CACHE_FILE = re.compile(r"(faces-\d+px-\d+-[0-9a-f]{24}|embeddings-\d+-[0-9a-f]{24})\.npy")
+# the only files pruning may delete: what load_images, facelib.evaluation and facelib.export write, by exact name
+CACHE_FILE = re.compile(
+    r"(faces-\d+px-\d+-[0-9a-f]{24}\.npy|embeddings-\d+-[0-9a-f]{24}\.npy|onnx-[0-9a-f]{24}-\d+px\.onnx)"
+)
 
 
 def default_cache_dir():
@@ -63,7 +65,7 @@ def touch(cache_file):
 
 
 def prune(cache_dir, keep=None, limit=None):
-    """Delete the least recently used faces-*/embeddings-* files until the folder fits `limit` bytes (default:
+    """Delete the least recently used faces-*/embeddings-*/onnx-* files until the folder fits `limit` bytes (default:
     `cache_limit_bytes()`); `keep`, the file just written, always stays. Every model evaluated adds embeddings,
     so without this the folder grows for ever."""
     limit = cache_limit_bytes() if limit is None else limit

@@ -188,7 +188,8 @@ def load_backbone_from_pretext(model, pretext_path):
 
 
 def load_embedder(path, device="cpu"):
-    """The inference network stored in a checkpoint, in eval mode, with `.image_size` and `.kind` set.
+    """The inference network stored in a checkpoint, in eval mode, with `.image_size`, `.kind` and
+    `.verification` (the threshold chosen on the validation pairs, or None) set.
 
     Identity models (triarchy/baseline) give 512-d embeddings; a pretext checkpoint gives the
     backbone's 1280-d pooled features, so pretext and Triarchy embeddings can be compared.
@@ -209,4 +210,5 @@ def load_embedder(path, device="cpu"):
         raise CheckpointError(f"{path}: weights do not fit the {checkpoint['kind']} model ({first_line})") from error
     model.image_size = int(checkpoint["config"]["image_size"])
     model.kind = checkpoint["kind"]
+    model.verification = checkpoint.get("verification")  # the run's validation threshold, if it had one
     return model.to(device).eval()

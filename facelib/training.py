@@ -17,7 +17,8 @@ the batch-scaled triplet distances (TRIPLET_SCALE) then 0.957 (benchmarks/result
 Run files (RUN = `out`):
     pretext: pretext.pt (resumable checkpoint; its backbone initialises `train_identity(init=...)`),
              pretext_metrics.csv, pretext_config.json, pretext.log
-    identity: model.pt (best validation accuracy; the last epoch where there are no validation pairs),
+    identity: model.pt (best validation accuracy, with its threshold under "verification"; the last epoch
+             where there are no validation pairs, then without a threshold),
              last.pt (resumable checkpoint), metrics.csv, config.json (+ inference_parameters), train.log
 
 Under `torchrun --nproc_per_node=N` the same functions use DistributedDataParallel (gloo on CPU, nccl on
@@ -52,6 +53,7 @@ from facelib.sampler import PKSampler
 
 IGNORE = -100  # target of an unknown label (cross-entropy's ignore_index)
 TRIPLET_SCALE = "batch"  # where triplet distances are measured (facelib.losses); the original used "raw"
+VERIFICATION_METRIC = "cosine"  # the score whose threshold model.pt stores
 MIRROR_YAW_TOLERANCE = 5.0  # degrees: a camera code mirrors another when their yaws are opposite within this
 
 log = logging.getLogger(__name__)
@@ -735,7 +737,10 @@ def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
             state = dict(kind=settings["kind"], config=config, **run.state(rng), **task.checkpoint_extras(run.model))
             atomic_save(state, files["checkpoint"])
             if files.get("best") and improved:
-                atomic_save({key: state[key] for key in _INFERENCE_KEYS if key in state}, files["best"])
+                best = {key: state[key] for key in _INFERENCE_KEYS if key in state}
+                if validation is not None:  # the decision threshold `facelib verify` uses by default
+                    best["verification"] = validation.operating_point(run.model)
+                atomic_save(best, files["best"])
             atomic_write_text(files["metrics"], pd.DataFrame(run.history).to_csv(index=False))
             log.info(
                 "epoch %d/%d %s",
@@ -824,7 +829,8 @@ def _average_gradients(runtime, module):
 
 class _Validation:
     """Accuracy at the best threshold on the validation pairs, each distinct image embedded once (without the
-    mirror-image average of `facelib evaluate`: half the cost, every epoch, and it ranks epochs the same way)."""
+    mirror-image average of `facelib evaluate`: half the cost, every epoch, and it ranks epochs the same way).
+    The best model's operating point is then measured the way it will be used: with the mirror average."""
 
     def __init__(self, pairs, all_images, size, device, cache_dir, progress):
         self.pairs, self.device = pairs, device
@@ -833,8 +839,23 @@ class _Validation:
         self.faces = load_images(self.images, size, cache_dir, progress=progress)
 
     def accuracy(self, model):
-        vectors = evaluation.embed_images(
-            models.export_embedder(model), self.faces, flip=False, cache=False, device=self.device
+        return self._best_threshold(model, flip=False)[1]
+
+    def operating_point(self, model):
+        """The threshold of best accuracy, as plain numbers and strings (loadable with weights_only=True)."""
+        # building the exported copy draws initial weights from the global RNG: forked, so that storing the
+        # threshold leaves training's random stream (and an exact resume) as it was
+        with torch.random.fork_rng(devices=[]):
+            threshold, accuracy = self._best_threshold(model, flip=True)
+        return dict(
+            threshold=threshold, metric=VERIFICATION_METRIC, flip=True, accuracy=accuracy, pairs=len(self.pairs)
         )
-        scores, same = evaluation.Embeddings(self.images, vectors).scores(self.pairs), self.pairs["same"].to_numpy(bool)
-        return float((evaluation.predicted_same(scores, evaluation.best_threshold(scores, same)) == same).mean())
+
+    def _best_threshold(self, model, flip):
+        vectors = evaluation.embed_images(
+            models.export_embedder(model), self.faces, flip=flip, cache=False, device=self.device
+        )
+        scores = evaluation.Embeddings(self.images, vectors).scores(self.pairs, VERIFICATION_METRIC)
+        same = self.pairs["same"].to_numpy(bool)
+        threshold = evaluation.best_threshold(scores, same)
+        return threshold, float((evaluation.predicted_same(scores, threshold) == same).mean())
