@@ -254,3 +254,10 @@ def test_two_process_torchrun(tiny_data, tmp_path):
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert len(checkpoint["rng"]) == 2  # both ranks' RNG states, for an exact resume
     assert pd.read_csv(tmp_path / "run" / "metrics.csv")["epoch"].tolist() == [1]
+
+
+def test_identity_models_store_the_centre_of_their_training_embeddings(tiny_data, tmp_path):
+    centred = training.train_identity(tiny_data, tmp_path / "centred", epochs=1, **FAST)
+    plain = training.train_identity(tiny_data, tmp_path / "plain", epochs=1, centre=False, **FAST)
+    assert torch.load(centred, weights_only=False)["embedder"]["centre"].norm() > 0
+    assert torch.equal(torch.load(plain, weights_only=False)["embedder"]["centre"], torch.zeros(512))
