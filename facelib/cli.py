@@ -1,13 +1,16 @@
 """The `facelib` command: one sub-command per step of the method.
 
 Heavy modules (torch) are imported inside each command, so `facelib inspect` answers quickly.
-User errors (FacelibError) become one line on stderr and exit status 2, never a traceback.
+User errors (FacelibError, a bad option, an OSError on a path the user gave) become one line on stderr and exit
+status 2, checked before any work where possible (facelib.options); programming errors keep their traceback.
 """
 
 import argparse
 import json
 import sys
+import warnings
 
+from facelib import options
 from facelib.errors import FacelibError
 
 
@@ -51,6 +54,7 @@ def training_options(args):
         train_folds=args.train_folds,
         device=args.device,
         resume=args.resume,
+        overwrite=args.overwrite,
     )
     return {name: value for name, value in options.items() if value is not None}
 
@@ -123,24 +127,51 @@ def cmd_notebooks(args):
 
 def add_training_arguments(parser):
     parser.add_argument("data", help="dataset folder (K-Face layout, CFP, LFW-style or image folders)")
-    parser.add_argument("--out", required=True, help="run folder for checkpoints, metrics and logs")
-    parser.add_argument("--epochs", type=int, help="default: see facelib.training")
-    parser.add_argument("--image-size", type=int, help="square input size in pixels (the original used 112)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=options.cli_type(options.output_folder),
+        help="run folder for checkpoints, metrics and logs",
+    )
+    parser.add_argument("--epochs", type=options.cli_type(options.epochs), help="default: see facelib.training")
+    parser.add_argument(
+        "--image-size",
+        type=options.cli_type(options.image_size),
+        help=f"square input size in pixels, {options.MIN_IMAGE_SIZE}-{options.MAX_IMAGE_SIZE} (the original used 112)",
+    )
     parser.add_argument(
         "--batch",
-        type=int,
+        type=options.cli_type(options.batch_side),
         nargs=2,
         metavar=("P", "K"),
         help="P identities x K images per batch (the original used 8 16)",
     )
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=options.cli_type(options.seed))
     parser.add_argument("--train-folds", type=fold_list, help="CFP protocol folds to train on, e.g. 1-8")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    add_device_argument(parser)
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true", help="continue the run in --out with its own settings")
+    run.add_argument("--overwrite", action="store_true", help="replace the run --out already holds")
+
+
+def add_device_argument(parser):
+    parser.add_argument(
+        "--device",
+        default="auto",
+        type=options.cli_type(options.device),
+        help="auto (CUDA when available), cpu or cuda",
+    )
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error (the usage stays in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"facelib: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="facelib", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="facelib", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("inspect", help="detect a dataset's layout, check it, and count images and pairs")
@@ -150,9 +181,9 @@ def build_parser():
 
     p = commands.add_parser("synth", help="generate the synthetic multi-angle face set (K-Face layout)")
     p.add_argument("out")
-    p.add_argument("--identities", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=112, help="image size in pixels")
+    p.add_argument("--identities", type=options.cli_type(options.identities), default=100)
+    p.add_argument("--seed", type=options.cli_type(options.seed), default=0)
+    p.add_argument("--size", type=options.cli_type(options.synthetic_size), default=112, help="image size in pixels")
     p.set_defaults(handler=cmd_synth)
 
     p = commands.add_parser("pretext", help="train the pretext model (camera angle + expression)")
@@ -187,7 +218,7 @@ def build_parser():
     p.add_argument("--calibrate-folds", type=fold_list, help="CFP folds that choose the threshold")
     p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
     p.add_argument("--no-flip", action="store_true", help="do not average embeddings with the mirrored image")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    add_device_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -195,28 +226,50 @@ def build_parser():
     p.add_argument("data")
     p.add_argument("--model", required=True)
     p.add_argument("--split", default="test")
-    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--out", required=True, type=options.cli_type(options.output_file), help="CSV to write")
     threshold = p.add_mutually_exclusive_group()
-    threshold.add_argument("--threshold", type=float, help="fixed decision threshold on the score")
+    threshold.add_argument(
+        "--threshold", type=options.cli_type(options.threshold), help="fixed decision threshold on the score"
+    )
     threshold.add_argument("--calibrate", default="validate", help="split whose pairs choose the threshold")
     p.add_argument("--with-score", action="store_true", help="add the similarity score as a column")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    add_device_argument(p)
     p.set_defaults(handler=cmd_predict)
 
     p = commands.add_parser("notebooks", help="execute notebooks 01-05 headlessly with papermill")
     p.add_argument("--profile", choices=["default", "smoke"], default="default")
     p.add_argument("--data", help="dataset folder (default: the generated synthetic set)")
-    p.add_argument("--out", default="runs/main", help="run folder for executed notebooks and results")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--out",
+        default="runs/main",
+        type=options.cli_type(options.output_folder),
+        help="run folder for executed notebooks and results",
+    )
+    add_device_argument(p)
     p.set_defaults(handler=cmd_notebooks)
     return parser
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"facelib: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
     try:
-        args.handler(args)
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # a usage error (already printed as one line), or --help
+        return stop.code
+    try:
+        options.cache_limit_mb()  # the environment's setting, checked before any work
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            args.handler(args)
     except FacelibError as error:
         print(f"facelib: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.filename is None:  # not about a path: a programming or system error, keep its traceback
+            raise
+        print(f"facelib: error: {error.filename}: {error.strerror or error}", file=sys.stderr)
         return 2
     return 0

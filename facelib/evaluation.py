@@ -26,6 +26,7 @@ from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
 from facelib import imagecache, layouts, models
+from facelib import options as checks
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_path
 from facelib.retrieval import rank_gallery
@@ -61,9 +62,10 @@ def embed_images(model, images, batch_size=128, flip=True, cache=True, device=No
 
 
 def _embed_cached(model, images, batch_size, flip, cache, device, progress):
-    cache_dir = imagecache.default_cache_dir() if cache is True else Path(cache) if cache else None
-    if cache_dir is None:
+    if not cache:
         return _embed(model, _faces(model, images, None, progress), batch_size, flip, device, progress)
+    cache_dir = imagecache.cache_folder(None if cache is True else cache)
+    limit = imagecache.cache_limit_bytes()  # a bad setting fails before the embedding, not after
     cache_file = cache_dir / f"embeddings-{len(images)}-{_embedding_key(model, images, flip)[:24]}.npy"
     if cache_file.exists():
         try:
@@ -72,7 +74,6 @@ def _embed_cached(model, images, batch_size, flip, cache, device, progress):
             return vectors
         except (OSError, ValueError):
             pass  # unreadable cache file: embed again and replace it
-    limit = imagecache.cache_limit_bytes()  # a bad setting fails before the embedding, not after
     vectors = _embed(model, _faces(model, images, cache_dir, progress), batch_size, flip, device, progress)
     with atomic_path(cache_file) as tmp, open(tmp, "wb") as file:  # a file object: np.save adds no suffix
         np.save(file, vectors)
@@ -393,9 +394,7 @@ def resolve_model(model, device=None):
     """An nn.Module is used as it is; a path is loaded with `models.load_embedder`."""
     if isinstance(model, torch.nn.Module):
         return model
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return models.load_embedder(model, device)
+    return models.load_embedder(model, models.resolve_device(device))
 
 
 def pair_scores(
@@ -503,6 +502,7 @@ def evaluate(
     by_pose (records of `accuracy_by_pose`), retrieval {rank1, rank5, mAP, probes, gallery} (only where a
     gallery can be formed), and the options used.
     """
+    threshold = checks.threshold(threshold)
     model = resolve_model(model, device)
     options = dict(batch_size=batch_size, flip=flip, cache=cache, progress=progress)
     pairs = select_pairs(data, split, protocol, folds)
@@ -618,6 +618,7 @@ def predict(
     """Score the pairs of `split` and write the submission file `out`. The threshold is `threshold` if
     given, else the best-accuracy threshold on the `calibrate` split (default: validate, when present and
     not the split being predicted). Returns the path written."""
+    threshold, out = checks.threshold(threshold), checks.output_file(out)
     model = resolve_model(model, device)
     options = dict(batch_size=batch_size, flip=flip, cache=cache, progress=progress)
     pairs = select_pairs(data, split)

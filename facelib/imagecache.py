@@ -11,6 +11,7 @@ whole batch at once, each sample with its own random parameters.
 import hashlib
 import math
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,26 +23,29 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
+from facelib import options
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_save
 
 CACHE_FORMAT = 1  # bump when the decoding changes, so old cache files are not reused
 
 
-DEFAULT_CACHE_LIMIT_MB = 2048
+# the only files pruning may delete: what load_images and facelib.evaluation write, by exact name pattern
+CACHE_FILE = re.compile(r"(faces-\d+px-\d+-[0-9a-f]{24}\.pt|embeddings-\d+-[0-9a-f]{24}\.npy)")
 
 
 def default_cache_dir():
     return Path(os.environ.get("FACELIB_CACHE") or Path.home() / ".cache" / "facelib")
 
 
+def cache_folder(cache_dir=None):
+    """The cache folder (default: $FACELIB_CACHE or ~/.cache/facelib), checked to be writable before any work."""
+    return options.output_folder(cache_dir or default_cache_dir(), "cache folder ($FACELIB_CACHE)")
+
+
 def cache_limit_bytes():
-    """The cache folder's size cap: $FACELIB_CACHE_LIMIT_MB, default 2 GiB."""
-    value = os.environ.get("FACELIB_CACHE_LIMIT_MB", DEFAULT_CACHE_LIMIT_MB)
-    try:
-        return int(float(value) * 2**20)
-    except ValueError:
-        raise FacelibError(f"FACELIB_CACHE_LIMIT_MB: expected a number of megabytes, got {value!r}") from None
+    """The cache folder's size cap: $FACELIB_CACHE_LIMIT_MB (a positive number of MiB), default 2 GiB."""
+    return int(options.cache_limit_mb() * 2**20)
 
 
 def touch(cache_file):
@@ -58,8 +62,8 @@ def prune(cache_dir, keep=None, limit=None):
     so without this the folder grows for ever."""
     limit = cache_limit_bytes() if limit is None else limit
     files = []
-    for path in Path(cache_dir).glob("*-*"):
-        if path.name.startswith(("faces-", "embeddings-")) and path.is_file():
+    for path in Path(cache_dir).iterdir():
+        if CACHE_FILE.fullmatch(path.name) and path.is_file():
             try:
                 stat = path.stat()
             except OSError:
@@ -117,10 +121,9 @@ def cache_key(images, size):
 def load_images(images, size, cache_dir=None, progress=True):
     """uint8 tensor [N, 3, size, size] of the faces in `images` (rows in table order), decoded once and
     cached in `cache_dir` (default: $FACELIB_CACHE or ~/.cache/facelib; capped by `prune`)."""
-    size = int(size)
-    cache_file = (
-        Path(cache_dir or default_cache_dir()) / f"faces-{size}px-{len(images)}-{cache_key(images, size)[:24]}.pt"
-    )
+    size = options.whole_number("image size", size, 1, options.MAX_IMAGE_SIZE)
+    limit = cache_limit_bytes()  # a bad setting fails before the decoding, not after
+    cache_file = cache_folder(cache_dir) / f"faces-{size}px-{len(images)}-{cache_key(images, size)[:24]}.pt"
     if cache_file.exists():
         try:
             cached = torch.load(cache_file, weights_only=True)
@@ -129,7 +132,6 @@ def load_images(images, size, cache_dir=None, progress=True):
                 return cached
         except (RuntimeError, OSError, EOFError):
             pass  # unreadable cache file: decode again and replace it
-    limit = cache_limit_bytes()  # a bad setting fails before the decoding, not after
     boxes = images["box"].map(_box_or_none) if "box" in images else [None] * len(images)
     jobs = list(zip(images["path"], boxes))
     # Decoding and resizing release the GIL, so threads decode in parallel without process start-up costs.

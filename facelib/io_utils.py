@@ -22,6 +22,14 @@ def atomic_path(target):
             os.unlink(tmp)
 
 
+def remove_stale_temporaries(folder, names):
+    """Delete what killed atomic writes of the files `names` in `folder` left behind (see atomic_path)."""
+    for name in names:
+        if name:
+            for stale in Path(folder).glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)

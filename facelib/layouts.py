@@ -20,6 +20,7 @@ Conventions shared by all sources:
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,8 @@ IMAGE_COLUMNS = {
 }
 PAIR_COLUMNS = {"a": object, "b": object, "same": bool, "split": object, "fold": "Int64", "protocol": object}
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}  # .bmp is listed so that `verify` reports it
+DECODABLE_FORMATS = {"JPEG", "PNG", "WEBP", "GIF"}  # what torchvision.io.decode_image reads (PIL's format names)
 KFACE_NAME = re.compile(r"^(?P<identity>.+?)_S\d+_L(?P<light>\d+)_E(?P<expression>\d+)_C(?P<angle>\d+)")
 KFACE_PAIR_FILES = {"validate": "validate/validate_label.csv", "test": "test/test_label.csv"}
 CFP_IDENTITIES_PER_FOLD = 50
@@ -80,9 +82,10 @@ def load(root, verify_images: bool = False) -> FaceData:
     root = Path(root).expanduser().resolve()
     layout = detect_format(root)
     images, pairs = READERS[layout](root)
+    _require_utf8_names(images["path"])
     if verify_images:
         verify(images["path"])
-    return FaceData(root, layout, _conform(images, IMAGE_COLUMNS), _conform(pairs, PAIR_COLUMNS))
+    return FaceData(root, layout, _conform(images, IMAGE_COLUMNS), _drop_duplicate_pairs(_conform(pairs, PAIR_COLUMNS)))
 
 
 def detect_format(root: Path) -> str:
@@ -108,14 +111,18 @@ def detect_format(root: Path) -> str:
 
 
 def summary(data: FaceData) -> dict:
-    """Counts for `facelib inspect`: format, root, images, identities and pairs per protocol/fold or split."""
-    return {
+    """Counts for `facelib inspect`: format, root, images, identities and pairs per protocol/fold or split; for
+    CFP also the images without fiducials (centre-cropped instead of cropped around the landmarks)."""
+    counts = {
         "format": data.format,
         "root": str(data.root),
         "images": len(data.images),
         "identities": int(data.images["identity"].nunique()),
         "pairs": _pair_counts(data.pairs),
     }
+    if data.format == "cfp":
+        counts["no_fiducials"] = int(data.images["box"].isna().sum())
+    return counts
 
 
 def sample_pairs(images: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
@@ -175,9 +182,15 @@ def image_sizes(images: pd.DataFrame, sample=None, seed: int = 0) -> pd.DataFram
 
 
 def verify(paths) -> None:
-    """Decode every image (JPEGs at reduced scale, which still reads all their data); DataError names a bad one."""
+    """Decode every image (JPEGs at reduced scale, which still reads all their data); DataError names a bad one,
+    or one in a format training's decoder (torchvision) cannot read."""
     for path in tqdm(paths, desc="verifying images", unit="img", disable=None, leave=False):
         with _open_image(path) as image:
+            if image.format not in DECODABLE_FORMATS:
+                raise DataError(
+                    f"{path}: {image.format} images cannot be decoded for training "
+                    f"(expected {', '.join(sorted(DECODABLE_FORMATS))}); convert it"
+                )
             image.draft("RGB", (64, 64))
             try:
                 image.load()
@@ -213,6 +226,10 @@ def _kface_train_images(root: Path) -> pd.DataFrame:
     images = meta.drop(columns=["file_name", "face_id"]).assign(path=paths, identity=meta["face_id"], split="train")
     if "yaw" in images:
         images["yaw"] = pd.to_numeric(images["yaw"], errors="coerce")
+    _require_whole_numbers(images, ["fold", "angle", "expression", "light"], csv)
+    reserved = [column for column in ("box", "view", "facing") if column in meta]
+    if reserved:
+        raise DataError(f"{csv}: column {reserved[0]!r} is facelib's own (derived from the data); rename it")
     attributes = _kface_attributes(meta["file_name"]).drop(columns="identity")
     return images.join(attributes[[c for c in attributes if c not in images]])
 
@@ -273,6 +290,9 @@ def read_cfp(root: Path):
         + [_cfp_image(root, path, "profile") for path in profile]
     )
     pairs = _cfp_pairs(protocol, frontal, profile)
+    unmarked = int(images["box"].isna().sum())
+    if unmarked:
+        warnings.warn(f"{root}: {unmarked} CFP images have no fiducial file; they are centre-cropped")
     return images.sort_values("path", ignore_index=True), pairs
 
 
@@ -410,6 +430,10 @@ def _lfw_pairs(path: Path, root: Path) -> pd.DataFrame:
             raise DataError(
                 f"{path}: pair {number} {' '.join(fields)!r}: expected 'name i j' or 'name1 i name2 j'"
             ) from None
+        same_block = (number - 1) % (2 * per_class) < per_class  # each fold: n same lines, then n different
+        if rows[-1][2] != same_block or (not same_block and fields[0] == fields[2]):
+            block, line = ("same", "different-person") if same_block else ("different", "same-person")
+            raise DataError(f"{path}: pair {number} {' '.join(fields)!r} is a {line} line inside a {block!r} block")
     pairs = pd.DataFrame(rows, columns=["a", "b", "same"])
     if folds:
         pairs["fold"] = np.arange(len(pairs)) // (2 * per_class) + 1
@@ -470,6 +494,37 @@ def _read_csv(path: Path, required: list, **options) -> pd.DataFrame:
             f"has {', '.join(map(str, table.columns))})"
         )
     return table
+
+
+def _require_utf8_names(paths) -> None:
+    """Training keys its cache on the path text: a name that is not valid UTF-8 would fail there."""
+    for path in paths:
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"{path!r}: file name is not valid UTF-8; rename it") from None
+
+
+def _require_whole_numbers(table: pd.DataFrame, columns: list, csv: Path) -> None:
+    """Extra CSV columns named like facelib's numeric ones (e.g. angle) must hold whole numbers."""
+    for column in columns:
+        if column in table:
+            values = pd.to_numeric(table[column], errors="coerce")
+            bad = table[column].notna() & (values.isna() | (values % 1 != 0))
+            if bad.any():
+                raise DataError(
+                    f"{csv}: column {column!r} must hold whole numbers (facelib reads it as the {column}), "
+                    f"found {table[column][bad].iloc[0]!r}"
+                )
+            table[column] = values
+
+
+def _drop_duplicate_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """A pair listed twice would count twice in every metric: keep the first, and say so."""
+    duplicated = pairs.astype(str).duplicated()
+    if duplicated.any():
+        warnings.warn(f"dropped {int(duplicated.sum())} duplicate pair rows (each pair is counted once)")
+    return pairs[~duplicated].reset_index(drop=True)
 
 
 def _require_files(paths, listed_in: Path) -> None:

@@ -10,12 +10,14 @@ BatchNorm-ed copy, while softmax sees a normalised space. Only backbone + embedd
 (`EmbeddingNet`, 4,663,420 parameters).
 """
 
+import pickle
 from pathlib import Path
 
 import torch
 from efficientnet_pytorch import EfficientNet
 from torch import nn
 
+from facelib import options
 from facelib.errors import FacelibError
 from facelib.imagecache import to_model_input
 
@@ -79,11 +81,6 @@ class EmbeddingNet(nn.Module):
         self.backbone = build_backbone()
         self.embedding = nn.Linear(FEATURE_DIM, embedding_dim)
         self.register_buffer("centre", torch.zeros(embedding_dim))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # weights saved before the centre existed load as uncentred models
-        state_dict.setdefault(prefix + "centre", torch.zeros_like(self.centre))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def uncentred(self, images):
         """The embedding the training losses see (centring is a constant shift they do not need)."""
@@ -163,12 +160,32 @@ def measure_centre(model, faces, batch_size=128):
     return model.embedder.centre
 
 
+def resolve_device(device="auto"):
+    """'auto' (or None) -> CUDA when available, else CPU; a checked device name otherwise."""
+    device = options.device(device or "auto")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FacelibError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
 def read_checkpoint(path, map_location="cpu"):
+    """The dict a facelib checkpoint holds, loaded with torch's safe unpickler (weights_only=True): a file
+    whose pickle would import or call anything beyond tensors and plain containers is refused, never run.
+
+    The one place facelib opens a checkpoint; every command and notebook reads them through it.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: not a safe facelib checkpoint (its pickle needs code to load, which facelib never runs); "
+            "if an older facelib wrote it, retrain it into a new run folder (facelib pretext/train DATA --out NEW)"
+        ) from None
     except Exception as error:  # torch raises many types for a damaged file
         raise CheckpointError(f"{path}: not a readable facelib checkpoint ({type(error).__name__})") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("kind") not in ("pretext", *MODELS):
@@ -180,11 +197,17 @@ def backbone_state(state_dict, prefix):
     return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
+def read_pretext(path):
+    """A pretext checkpoint (what `train --init` takes), refused in one line if it is anything else."""
+    checkpoint = read_checkpoint(path)
+    if checkpoint["kind"] != "pretext":
+        raise CheckpointError(f"{path}: expected a pretext checkpoint, found kind {checkpoint['kind']!r}")
+    return checkpoint
+
+
 def load_backbone_from_pretext(model, pretext_path):
     """Initialise a Triarchy/Baseline backbone from a pretext checkpoint; the pretext head is dropped."""
-    checkpoint = read_checkpoint(pretext_path)
-    if checkpoint["kind"] != "pretext":
-        raise CheckpointError(f"{pretext_path}: expected a pretext checkpoint, found kind {checkpoint['kind']!r}")
+    checkpoint = read_pretext(pretext_path)
     state = backbone_state(checkpoint["model"], "backbone.")
     try:
         model.embedder.backbone.load_state_dict(state)

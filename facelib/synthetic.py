@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from facelib import options
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_path
 
@@ -653,10 +654,7 @@ def generate(out, identities: int = 100, seed: int = 0, size: int = 112, *, work
     available CPU core).
     """
     out = Path(out)
-    if identities < 6:
-        raise FacelibError(f"--identities must be at least 6 (train, validate and test each need 2), got {identities}")
-    if size < 32:
-        raise FacelibError(f"--size must be at least 32 pixels, got {size}")
+    identities, size = options.identities(identities), options.synthetic_size(size)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FacelibError(f"{out} already exists and is not an empty folder: choose a new output folder")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,12 +24,14 @@ Under `torchrun --nproc_per_node=N` the same functions use DistributedDataParall
 GPU); every rank draws its own PK batches and only rank 0 writes files.
 """
 
+import inspect
 import json
 import logging
 import math
 import os
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,10 +44,10 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from facelib import evaluation, layouts, losses, models
+from facelib import evaluation, imagecache, layouts, losses, models, options
 from facelib.errors import FacelibError
 from facelib.imagecache import Augmentation, load_images
-from facelib.io_utils import atomic_save, atomic_write_text
+from facelib.io_utils import atomic_save, atomic_write_text, remove_stale_temporaries
 from facelib.sampler import PKSampler
 
 IGNORE = -100  # target of an unknown label (cross-entropy's ignore_index)
@@ -73,6 +75,7 @@ def train_pretext(
     warmup=0.1,
     augmentation=None,
     resume=False,
+    overwrite=False,
     cache_dir=None,
     progress=True,
 ):
@@ -81,14 +84,17 @@ def train_pretext(
     The training images are the `train` split (K-Face layout), the `train_folds` (CFP; default: every fold)
     or all images (other layouts). Horizontal flips mirror the direction labels: facing left <-> right, and a
     camera code to the code of opposite yaw; a camera code without a known mirror is never flipped.
-    resume: continue from RUN/pretext.pt with the settings stored in it (the other arguments are ignored).
+    resume: continue from RUN/pretext.pt with the settings stored in it (they win over this call's: a warning
+    names any that differ). overwrite: replace the pretext run RUN holds; without it, or resume, such a run
+    is kept and the call refused.
     """
+    asked = _asked(train_pretext, locals())
     settings = dict(
         kind="pretext",
         data_root=str(Path(data_root).resolve()),
         epochs=epochs,
         image_size=image_size,
-        batch=list(batch),
+        batch=batch,
         seed=seed,
         train_folds=_folds(train_folds),
         lr=lr,
@@ -96,7 +102,7 @@ def train_pretext(
         warmup=warmup,
         augmentation=_augmentation(augmentation),
     )
-    return _run(settings, Path(out), resume, device, cache_dir, progress)
+    return _run(settings, out, resume, overwrite, asked, device, cache_dir, progress)
 
 
 def train_identity(
@@ -109,6 +115,7 @@ def train_identity(
     batch=(16, 4),
     seed=0,
     resume=False,
+    overwrite=False,
     train_folds=None,
     val_folds=None,
     device="auto",
@@ -133,9 +140,12 @@ def train_identity(
     triplet distances are measured between, "batch" (divided by the batch's mean norm; the default), "raw" (the
     original) or "unit" (see facelib.losses). centre: after every epoch, measure the mean embedding of a
     fixed sample of training faces and subtract it before the cosine (`models.EmbeddingNet`; False gives the
-    original's uncentred embedding). resume: continue from
-    RUN/last.pt with the settings stored in it (the other arguments are ignored), to the same final weights.
+    original's uncentred embedding). resume: continue from RUN/last.pt with the settings stored in
+    it, to the same final weights (the stored settings win over this call's: a warning names any that
+    differ). overwrite: replace the identity run RUN holds; without it, or resume, such a run is kept and
+    the call refused.
     """
+    asked = _asked(train_identity, locals())
     if model not in models.MODELS:
         raise FacelibError(f"model: expected one of {', '.join(models.MODELS)}, got {model!r}")
     if triplet_scale not in losses.TRIPLET_SCALES:
@@ -148,7 +158,7 @@ def train_identity(
         init=str(Path(init).resolve()) if init else None,
         epochs=epochs,
         image_size=image_size,
-        batch=list(batch),
+        batch=batch,
         seed=seed,
         train_folds=_folds(train_folds),
         val_folds=_folds(val_folds),
@@ -163,7 +173,31 @@ def train_identity(
         centre=centre,
         augmentation=_augmentation(augmentation),
     )
-    return _run(settings, Path(out), resume, device, cache_dir, progress)
+    p, k = options.batch(batch)
+    if p < 2 or k < 2:
+        warnings.warn(
+            f"--batch {p} {k}: the triplet loss needs P >= 2 identities and K >= 2 images of each per batch; "
+            "with this batch its anchors lack a positive or a negative"
+        )
+    return _run(settings, out, resume, overwrite, asked, device, cache_dir, progress)
+
+
+def _asked(function, arguments):
+    """The names of the arguments a caller set to something other than `function`'s defaults."""
+    parameters = inspect.signature(function).parameters
+    return {name for name, value in arguments.items() if name in parameters and value != parameters[name].default}
+
+
+def _checked(settings):
+    """The settings with every number range-checked (facelib.options), before any work."""
+    return dict(
+        settings,
+        epochs=options.epochs(settings["epochs"]),
+        image_size=options.image_size(settings["image_size"]),
+        batch=list(options.batch(settings["batch"])),
+        seed=options.seed(settings["seed"]),
+        lr=options.finite_number("lr", settings["lr"], positive=True),
+    )
 
 
 # ----------------------------------------------------------------------------------------------- data selection
@@ -362,7 +396,7 @@ class IdentityTask:
 
     def end_epoch(self, model, faces):
         """Measure the embedding's centre (before validation, so the best epoch and its threshold use it)."""
-        if self.settings.get("centre"):  # runs saved before the setting existed were uncentred
+        if self.settings["centre"]:
             sample = np.random.default_rng(self.settings["seed"]).permutation(len(faces))[:CENTRE_SAMPLE]
             models.measure_centre(model, faces[np.sort(sample)])
 
@@ -405,10 +439,7 @@ class Runtime:
 
 def _runtime(device):
     """The device ('auto': CUDA when available, else CPU) and, under torchrun (WORLD_SIZE > 1), the process group."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FacelibError(f"--device {device}: CUDA is not available on this machine")
+    device = models.resolve_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Runtime(torch.device(device))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -428,9 +459,11 @@ def _seed_everything(seed):
 
 
 def _rng_state(generator):
+    """Every random stream's state in types the safe checkpoint loader accepts (ints, lists, tensors)."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     state = dict(
         python=random.getstate(),
-        numpy=np.random.get_state(),
+        numpy=[name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian],
         torch=torch.get_rng_state(),
         augment=generator.get_state(),
     )
@@ -441,7 +474,8 @@ def _rng_state(generator):
 
 def _set_rng_state(state, generator):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     generator.set_state(state["augment"])
     if "cuda" in state and torch.cuda.is_available():
@@ -486,22 +520,34 @@ class _TqdmHandler(logging.Handler):
 # ----------------------------------------------------------------------------------------------- the loop
 
 
-def _run(settings, out, resume, device, cache_dir, progress):
+def _run(settings, out, resume, overwrite, asked, device, cache_dir, progress):
+    """Check everything the user gave, decide between a fresh run, a resumed one and a refusal, then train."""
     task_class = PretextTask if settings["kind"] == "pretext" else IdentityTask
-    checkpoint_path = out / task_class.files["checkpoint"]
+    settings, out = _checked(settings), options.output_folder(out)
+    imagecache.cache_folder(cache_dir)
+    files = {name: out / file for name, file in task_class.files.items() if file}
     checkpoint = None
     if resume:
-        checkpoint = models.read_checkpoint(checkpoint_path)
+        checkpoint = models.read_checkpoint(files["checkpoint"])
         if checkpoint["kind"] != settings["kind"]:
-            raise FacelibError(f"{checkpoint_path}: cannot resume a {checkpoint['kind']} run as {settings['kind']}")
+            raise FacelibError(f"{files['checkpoint']}: cannot resume a {checkpoint['kind']} run as {settings['kind']}")
         # a run continues exactly as it started (the lr schedule spans its epochs), whatever the options now
-        settings = checkpoint["config"]["settings"]
+        settings = _resumed_settings(checkpoint["config"]["settings"], settings, asked, files["checkpoint"])
+    else:
+        if not overwrite:
+            _refuse_to_replace(out, files, settings["kind"])
+        if settings.get("init"):
+            models.read_pretext(settings["init"])  # a wrong --init fails now, not after decoding the images
     runtime = _runtime(device)
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out, task_class.files.values())
+        if overwrite:
+            for path in _results(files):
+                path.unlink()
     handlers = _attach_log(out / task_class.files["log"], runtime, progress)
     try:
-        return _fit(task_class, settings, out, checkpoint, runtime, cache_dir, progress)
+        return _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress)
     except FacelibError as error:
         log.error("stopped: %s", error)
         raise
@@ -511,6 +557,50 @@ def _run(settings, out, resume, device, cache_dir, progress):
             handler.close()
         if runtime.owns_group:
             dist.destroy_process_group()
+
+
+def _resumed_settings(stored, given, asked, checkpoint_path):
+    """The run's own settings; a warning names those this call asked to be different."""
+    ignored = [
+        f"{name} {stored.get(name)} (asked {value})"
+        for name, value in given.items()
+        if name in asked and stored.get(name) != value
+    ]
+    if ignored:
+        warnings.warn(
+            f"resuming {checkpoint_path} with the run's own settings, which win over this call's: "
+            f"{', '.join(ignored)}; for other settings train a new run (a new --out)"
+        )
+    return stored
+
+
+def _results(files):
+    """The files of `files` that hold a run's results (checkpoint, best model, metrics) and exist."""
+    return [path for name, path in files.items() if name in ("checkpoint", "best", "metrics") and path.exists()]
+
+
+def _refuse_to_replace(out, files, kind):
+    """Never replace a run's results unasked."""
+    existing = [path.name for path in _results(files)]
+    if existing:
+        raise FacelibError(
+            f"{out} already holds a {kind} run ({', '.join(existing)}): "
+            "continue it with --resume, choose a new --out, or replace it with --overwrite"
+        )
+
+
+def _check_same_data(checkpoint, images, task, data_root, checkpoint_path):
+    """A resumed run must see the images it started on (the classifier has one output per identity)."""
+    config = checkpoint["config"]
+    now = (int(images["identity"].nunique()), len(images))
+    then = (config["identities"], config["training_images"])
+    names = checkpoint.get("identities")
+    if now != then or (names is not None and names != task.identities.tolist()):
+        raise FacelibError(
+            f"{data_root}: the data no longer matches {checkpoint_path}: the run started on {then[0]} identities "
+            f"({then[1]} images), the data now has {now[0]} ({now[1]} images); restore the data, or train a new "
+            "run (a new --out)"
+        )
 
 
 def _load_faces(runtime, images, size, cache_dir, progress):
@@ -580,11 +670,13 @@ def _start(task, settings, steps, runtime):
     return _Training(model, criterion, optimizer, center_optimizer, scheduler, generator, history=[])
 
 
-def _fit(task_class, settings, out, checkpoint, runtime, cache_dir, progress):
+def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
     data = layouts.load(settings["data_root"])
     images = training_images(data, settings["train_folds"], settings.get("val_folds"))
     pairs = validation_pairs(data, settings.get("val_folds")) if task_class is IdentityTask else data.pairs.iloc[:0]
     task = task_class(settings, images)
+    if checkpoint is not None:
+        _check_same_data(checkpoint, images, task, data.root, files["checkpoint"])
     size = settings["image_size"]
     faces = _load_faces(runtime, images, size, cache_dir, progress)
     # only rank 0 validates (and picks the best epoch); the other ranks wait for it at the end of the epoch
@@ -617,7 +709,6 @@ def _fit(task_class, settings, out, checkpoint, runtime, cache_dir, progress):
         steps_per_epoch=len(sampler),
         **task.config_extras(run.model),
     )
-    files = {name: out / file for name, file in task.files.items() if file}
     if runtime.is_main:
         atomic_write_text(files["config"], json.dumps(config, indent=2, default=str) + "\n")
         log.info(

@@ -88,7 +88,7 @@ def test_the_cache_keeps_to_its_size_limit_dropping_the_least_recently_used(tabl
     assert sorted(int(f.name.split("-")[1][:-2]) for f in cache.glob("faces-*")) == [8, 20]
     assert unrelated.exists()
 
-    monkeypatch.setenv("FACELIB_CACHE_LIMIT_MB", "0")  # the file just written always stays
+    monkeypatch.setenv("FACELIB_CACHE_LIMIT_MB", "0.0001")  # 100 bytes: the file just written still stays
     load_images(table, 24, cache_dir=cache, progress=False)
     assert [f.name.split("-")[1] for f in cache.glob("faces-*")] == ["24px"]
 

@@ -167,9 +167,12 @@ def test_cfp_split_index_beyond_pair_list(cfp_tiny):
 
 def test_cfp_without_fiducials_has_no_facing_or_box(cfp_tiny):
     (cfp_tiny / "Data" / "Fiducials" / "051" / "profile" / "01.txt").unlink()
-    images = layouts.load(cfp_tiny).images.set_index("path")
+    with pytest.warns(UserWarning, match="1 CFP images have no fiducial file"):
+        data = layouts.load(cfp_tiny)
+    images = data.images.set_index("path")
     row = images.loc[str(cfp_tiny / "Data" / "Images" / "051" / "profile" / "01.jpg")]
     assert row["facing"] is None and row["box"] is None
+    assert layouts.summary(data)["no_fiducials"] == 1  # what `facelib inspect` reports
 
 
 def test_cfp_pair_list_naming_missing_image(cfp_tiny):

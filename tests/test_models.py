@@ -122,10 +122,3 @@ def test_measured_centre_makes_the_inference_embedding_zero_mean(kind):
     # training sees the uncentred embedding: the centre moves no loss
     assert torch.allclose(model(x)[0], before(x), atol=1e-5)
 
-
-def test_weights_saved_before_the_centre_existed_load_uncentred():
-    state = EmbeddingNet().state_dict()
-    del state["centre"]
-    model = EmbeddingNet()
-    model.load_state_dict(state)
-    assert torch.equal(model.centre, torch.zeros(512))

@@ -69,7 +69,7 @@ def private_cache(tmp_path_factory, monkeypatch):
 
 
 def weights(path):
-    return torch.load(path, weights_only=False)["model"]
+    return models.read_checkpoint(path)["model"]
 
 
 def test_pretext_labels_mirror_camera_codes_and_expressions_stay(tiny_data):
@@ -115,7 +115,7 @@ def test_cfp_style_labels_flip_facing_and_ignore_unknown_facing():
 def test_pretext_then_triarchy_writes_every_run_file(tiny_data, tmp_path):
     pretext = training.train_pretext(tiny_data, tmp_path / "run", epochs=1, **FAST)
     assert pretext == tmp_path / "run" / "pretext.pt"
-    checkpoint = torch.load(pretext, weights_only=False)
+    checkpoint = models.read_checkpoint(pretext)
     assert checkpoint["kind"] == "pretext" and checkpoint["heads"] == {"angle": 3, "expression": 2}
     assert (tmp_path / "run" / "pretext_metrics.csv").is_file() and (tmp_path / "run" / "pretext.log").is_file()
 
@@ -131,7 +131,7 @@ def test_pretext_then_triarchy_writes_every_run_file(tiny_data, tmp_path):
     assert metrics["epoch"].tolist() == [1, 2]
     assert {"loss", "id", "triplet", "center", "lr", "val_accuracy", "seconds", "images_per_s"} <= set(metrics)
     assert metrics["val_accuracy"].between(0, 1).all()
-    saved_best = torch.load(best, weights_only=False)
+    saved_best = models.read_checkpoint(best)
     assert saved_best["epoch"] == 1 + int(metrics["val_accuracy"].iloc[1] >= metrics["val_accuracy"].iloc[0])
     assert "optimizer" not in saved_best  # the best model is for inference; last.pt carries the training state
     embedder = models.load_embedder(best)
@@ -194,13 +194,13 @@ def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monke
     monkeypatch.setattr(losses.TriarchyCriterion, "forward", failing)
     with pytest.raises(KeyboardInterrupt):
         training.train_identity(tiny_data, tmp_path / "resumed", epochs=2, seed=3, **FAST)
-    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["epoch"] == 1
+    assert models.read_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
     monkeypatch.setattr(losses.TriarchyCriterion, "forward", original)
     training.train_identity(tiny_data, tmp_path / "resumed", epochs=2, seed=3, resume=True, **FAST)
 
     a, b = (
-        torch.load(tmp_path / "straight" / "last.pt", weights_only=False),
-        torch.load(tmp_path / "resumed" / "last.pt", weights_only=False),
+        models.read_checkpoint(tmp_path / "straight" / "last.pt"),
+        models.read_checkpoint(tmp_path / "resumed" / "last.pt"),
     )
     assert all(torch.equal(a["model"][name], b["model"][name]) for name in a["model"])
     assert torch.equal(a["criterion"]["center_loss.centers"], b["criterion"]["center_loss.centers"])
@@ -220,7 +220,7 @@ def test_a_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(losses.TriarchyCriterion, "forward", poisoned)
     with pytest.raises(FacelibError, match=r"loss became nan at epoch 2, step 2.*last.pt \(epoch 1\) is kept"):
         training.train_identity(tiny_data, tmp_path / "run", epochs=3, **FAST)
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 1
+    assert models.read_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
     assert "loss became nan" in (tmp_path / "run" / "train.log").read_text()
 
 
@@ -251,7 +251,7 @@ def test_two_process_torchrun(tiny_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["world_size"] == 2 and config["steps_per_epoch"] == 4  # 36 images // (P=2 x K=2 x 2 ranks)
-    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    checkpoint = models.read_checkpoint(tmp_path / "run" / "last.pt")
     assert len(checkpoint["rng"]) == 2  # both ranks' RNG states, for an exact resume
     assert pd.read_csv(tmp_path / "run" / "metrics.csv")["epoch"].tolist() == [1]
 
@@ -259,5 +259,5 @@ def test_two_process_torchrun(tiny_data, tmp_path):
 def test_identity_models_store_the_centre_of_their_training_embeddings(tiny_data, tmp_path):
     centred = training.train_identity(tiny_data, tmp_path / "centred", epochs=1, **FAST)
     plain = training.train_identity(tiny_data, tmp_path / "plain", epochs=1, centre=False, **FAST)
-    assert torch.load(centred, weights_only=False)["embedder"]["centre"].norm() > 0
-    assert torch.equal(torch.load(plain, weights_only=False)["embedder"]["centre"], torch.zeros(512))
+    assert models.read_checkpoint(centred)["embedder"]["centre"].norm() > 0
+    assert torch.equal(models.read_checkpoint(plain)["embedder"]["centre"], torch.zeros(512))
