@@ -98,6 +98,12 @@ def parse_args(argv=None):
         default=training.TRIPLET_SCALE,
         help=f"see facelib.losses (default: facelib.training's, {training.TRIPLET_SCALE})",
     )
+    parser.add_argument(
+        "--no-centre",
+        dest="centre",
+        action="store_false",
+        help="keep the uncentred embedding (facelib.training's train_identity centre=False)",
+    )
     parser.add_argument("--classical-size", type=int, help=f"face size for HOG (full: {FULL['classical_size']})")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--seed", type=int, default=0)
@@ -177,7 +183,8 @@ def train_network(args, method, pretext):
         pretext=args.pretext_epochs if uses_pretext else None,
         lr=args.lr,
         triplet=None if args.triplet_scale == "raw" else args.triplet_scale,
-    )  # raw runs keep their old names
+        centre="ed" if args.centre else None,
+    )  # raw, uncentred runs keep their old names
     options = {} if args.lr is None else {"lr": args.lr}  # else training's default
     train(
         training.train_identity,
@@ -194,6 +201,7 @@ def train_network(args, method, pretext):
         val_folds=[HELD_OUT_FOLD],
         device=args.device,
         triplet_scale=args.triplet_scale,
+        centre=args.centre,
         **options,
     )
     return out

@@ -74,7 +74,7 @@ def cmd_train(args):
         options["val_folds"] = args.val_folds
     if args.triplet_scale:
         options["triplet_scale"] = args.triplet_scale
-    path = training.train_identity(args.data, args.out, init=args.init, model=args.model, **options)
+    path = training.train_identity(args.data, args.out, init=args.init, model=args.model, centre=args.centre, **options)
     print(f"best model: {path}")
 
 
@@ -241,6 +241,12 @@ def build_parser():
         metavar="raw|unit|batch",
         help="embeddings the triplet distances are measured between: raw (the original), unit "
         "(L2-normalised) or batch (divided by the batch's mean norm); default: facelib.training.TRIPLET_SCALE",
+    )
+    p.add_argument(
+        "--no-centre",
+        dest="centre",
+        action="store_false",
+        help="keep the original's uncentred embedding (default: subtract the training faces' mean embedding)",
     )
     p.set_defaults(handler=cmd_train)
 

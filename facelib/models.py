@@ -19,6 +19,7 @@ from torch import nn
 
 from facelib import options
 from facelib.errors import FacelibError
+from facelib.imagecache import to_model_input
 
 FEATURE_DIM = 1280
 EMBEDDING_DIM = 512
@@ -67,15 +68,26 @@ class PretextNet(nn.Module):
 
 
 class EmbeddingNet(nn.Module):
-    """The inference model: backbone + Linear(1280, 512)."""
+    """The inference model: backbone + Linear(1280, 512), minus `centre`.
+
+    `centre` (a buffer, not a parameter) is the mean embedding of the training faces where the run measured
+    it (training's `centre` setting), else zero. Without BatchNorm on the embedding, every face shares one
+    large common direction and the cosine of any two faces sits near 1, so identity lives in a thin shell
+    around that direction; subtracting the mean before the cosine spreads the shell out.
+    """
 
     def __init__(self, embedding_dim=EMBEDDING_DIM):
         super().__init__()
         self.backbone = build_backbone()
         self.embedding = nn.Linear(FEATURE_DIM, embedding_dim)
+        self.register_buffer("centre", torch.zeros(embedding_dim))
+
+    def uncentred(self, images):
+        """The embedding the training losses see (centring is a constant shift they do not need)."""
+        return self.embedding(self.backbone(images))
 
     def forward(self, images):
-        return self.embedding(self.backbone(images))
+        return self.uncentred(images) - self.centre
 
 
 class Triarchy(nn.Module):
@@ -88,7 +100,7 @@ class Triarchy(nn.Module):
         self.logit_bn = nn.BatchNorm1d(num_ids)
 
     def forward(self, images):
-        embedding = self.embedder(images)
+        embedding = self.embedder.uncentred(images)
         return embedding, self.logit_bn(self.classifier(embedding))
 
 
@@ -102,7 +114,7 @@ class Baseline(nn.Module):
         self.classifier = nn.Linear(embedding_dim, num_ids)
 
     def forward(self, images):
-        embedding = self.embedding_bn(self.embedder(images))
+        embedding = self.embedding_bn(self.embedder.uncentred(images))
         return embedding, self.classifier(embedding)
 
 
@@ -118,7 +130,8 @@ def export_embedder(model):
     """The inference network of a trained Triarchy or Baseline, as a standalone EmbeddingNet.
 
     For the Baseline, the evaluation-mode BatchNorm is an affine map, so it is folded into the
-    embedding layer: the exported model has the same parameter count and gives the same outputs.
+    embedding layer: the exported model has the same parameter count and gives the same outputs. The
+    embedder's `centre` is measured on the exported outputs (`measure_centre`), so it needs no folding.
     """
     exported = EmbeddingNet(model.embedder.embedding.out_features)
     exported.load_state_dict(model.embedder.state_dict())
@@ -128,6 +141,23 @@ def export_embedder(model):
         exported.embedding.weight.mul_(scale[:, None])
         exported.embedding.bias.copy_((exported.embedding.bias - bn.running_mean) * scale + bn.bias)
     return exported.eval()
+
+
+@torch.no_grad()
+def measure_centre(model, faces, batch_size=128):
+    """Set `model.embedder.centre` to the mean flip-averaged embedding of `faces` (uint8 [N, 3, S, S]).
+
+    Measured on the exported inference network in eval mode, as evaluation embeds, so the training model's
+    BatchNorm statistics and mode are left alone.
+    """
+    exported = export_embedder(model)
+    device = exported.centre.device
+    total = torch.zeros_like(exported.centre)
+    for batch in faces.split(batch_size):
+        x = to_model_input(batch.to(device))
+        total += (exported.uncentred(x) + exported.uncentred(x.flip(-1))).sum(0) / 2
+    model.embedder.centre.copy_(total / len(faces))
+    return model.embedder.centre
 
 
 def resolve_device(device="auto"):

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from facelib.imagecache import to_model_input
 from facelib.models import (
     Baseline,
     CheckpointError,
@@ -11,6 +12,7 @@ from facelib.models import (
     export_embedder,
     load_backbone_from_pretext,
     load_embedder,
+    measure_centre,
 )
 
 
@@ -101,3 +103,21 @@ def test_load_embedder_returns_exported_weights(tmp_path):
 def test_batchnorm_statistics_follow_training_at_pytorch_momentum():
     momenta = [m.momentum for m in EmbeddingNet().modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(momenta) > 40 and all(momentum == pytest.approx(0.1) for momentum in momenta)
+
+
+@pytest.mark.parametrize("kind", [Triarchy, Baseline])
+def test_measured_centre_makes_the_inference_embedding_zero_mean(kind):
+    torch.manual_seed(0)
+    model = kind(num_ids=5).eval()
+    faces = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    before = export_embedder(model)
+    x = to_model_input(faces)
+    shared = ((before(x) + before(x.flip(-1))) / 2).mean(0)
+    assert shared.norm() > 0.1  # an untrained network already has a common direction
+
+    centre = measure_centre(model, faces, batch_size=4)
+    after = export_embedder(model)
+    assert torch.allclose(centre, shared, atol=1e-5)
+    assert torch.allclose(((after(x) + after(x.flip(-1))) / 2).mean(0), torch.zeros(512), atol=1e-5)
+    # training sees the uncentred embedding: the centre moves no loss
+    assert torch.allclose(model(x)[0], before(x), atol=1e-5)

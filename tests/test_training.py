@@ -254,3 +254,10 @@ def test_two_process_torchrun(tiny_data, tmp_path):
     checkpoint = models.read_checkpoint(tmp_path / "run" / "last.pt")
     assert len(checkpoint["rng"]) == 2  # both ranks' RNG states, for an exact resume
     assert pd.read_csv(tmp_path / "run" / "metrics.csv")["epoch"].tolist() == [1]
+
+
+def test_identity_models_store_the_centre_of_their_training_embeddings(tiny_data, tmp_path):
+    centred = training.train_identity(tiny_data, tmp_path / "centred", epochs=1, **FAST)
+    plain = training.train_identity(tiny_data, tmp_path / "plain", epochs=1, centre=False, **FAST)
+    assert models.read_checkpoint(centred)["embedder"]["centre"].norm() > 0
+    assert torch.equal(models.read_checkpoint(plain)["embedder"]["centre"], torch.zeros(512))
