@@ -117,7 +117,9 @@ def cmd_predict(args):
 def cmd_notebooks(args):
     from facelib import notebooks
 
-    run_dir = notebooks.run_series(profile=args.profile, data=args.data, out=args.out, device=args.device)
+    run_dir = notebooks.run_series(
+        profile=args.profile, data=args.data, out=args.out, device=args.device, refresh_figures=args.refresh_figures
+    )
     print(f"executed notebooks, figures and checkpoints: {run_dir}")
 
 
@@ -198,10 +200,19 @@ def build_parser():
     p.set_defaults(handler=cmd_predict)
 
     p = commands.add_parser("notebooks", help="execute notebooks 01-05 headlessly with papermill")
-    p.add_argument("--profile", choices=["default", "smoke"], default="default")
+    p.add_argument(
+        "--profile",
+        default="default",
+        help="default (the main job), smoke (every cell runs, in seconds) or cfp (the recipe for real faces)",
+    )
     p.add_argument("--data", help="dataset folder (default: the generated synthetic set)")
     p.add_argument("--out", default="runs/main", help="run folder for executed notebooks and results")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--refresh-figures",
+        action="store_true",
+        help="afterwards copy the run's figures into the repo's figures/ (the README's; faces only if synthetic)",
+    )
     p.set_defaults(handler=cmd_notebooks)
     return parser
 

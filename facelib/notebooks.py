@@ -27,14 +27,19 @@ NOTEBOOKS = [
 ]
 
 # `default` is the README's main job (2 CPU cores, under 15 minutes; tuned in benchmarks/results/synthetic.md);
-# `smoke` checks that every cell runs. The pretext learns angle and expression, not identity, so it keeps its own
+# `smoke` checks that every cell runs; `cfp` is the recipe benchmarks/cfp.py measured on real faces (CFP).
+# The pretext learns angle and expression, not identity, so it keeps its own
 # P x K: 16 x 4 helps the identity triplet loss, while the pretext run the tuning used was 8 x 8.
 PROFILES = {
     "default": dict(image_size=64, pretext_epochs=4, epochs=20, pretext_batch=(8, 8), batch=(16, 4), ablations=False),
     "smoke": dict(
         identities=16, image_size=32, pretext_epochs=1, epochs=2, pretext_batch=(4, 4), batch=(4, 4), ablations=True
     ),
+    "cfp": dict(image_size=64, pretext_epochs=3, epochs=25, pretext_batch=(16, 4), batch=(16, 4), ablations=False),
 }
+DATA_RECORD = "data.json"  # in the run folder: which data set its checkpoints were trained on
+# Figures that show faces: refreshed into figures/ only for the generated synthetic faces, never for real data.
+FIGURES_WITH_FACES = {"sample_faces", "one_identity", "retrieval", "error_pairs"}
 
 
 @dataclass
@@ -55,7 +60,6 @@ class Settings:
     ablations: bool
     train_folds: list  # CFP: protocol folds 1-8 train, fold 9 validates and tests (fold 10 is withheld)
     val_folds: list
-    figures_dir: str  # the repo's figures/ for the reference run (default profile, synthetic data), else None
 
     def path(self, name):
         return Path(self.run_dir) / name
@@ -64,13 +68,11 @@ class Settings:
         return self.path(name).exists()
 
     def keep(self, fig, name):
-        """Save a figure as PNG in the run's figures/ (and in the repo's figures/ for the reference run);
-        return it so the notebook shows it."""
+        """Save a figure as PNG in the run's figures/ and return it, so the notebook shows it inline
+        (facelib.visualisation's figures display themselves as PNG)."""
         from facelib.visualisation import save
 
         save(fig, self.path("figures") / f"{name}.png")
-        if self.figures_dir:
-            save(fig, Path(self.figures_dir) / f"{name}.png")
         return fig
 
     def write_json(self, name, obj):
@@ -112,6 +114,12 @@ class Settings:
         return sorted(np.random.default_rng(self.seed).choice(count, size=min(k, count), replace=False))
 
 
+def profile_settings(profile):
+    if profile not in PROFILES:
+        raise FacelibError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    return PROFILES[profile]
+
+
 def setup(
     data=None,
     run_dir="runs/main",
@@ -126,19 +134,16 @@ def setup(
     """Settings for one notebook: explicit values win, the profile fills the rest, synthetic data is made if needed."""
     from facelib import layouts
 
-    if profile not in PROFILES:
-        raise FacelibError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
-    preset = PROFILES[profile]
-    reference_run = data is None and profile == "default"
+    preset = profile_settings(profile)
     if data is None:
         from facelib import synthetic
 
+        data = data_path(data, profile)
         if profile == "default":
-            data = synthetic.ensure_default()
-        else:  # a smaller set of its own, so a smoke run never replaces the default data
-            data = synthetic.default_path().with_name(f"synthetic-{profile}")
-            if not data.exists():
-                synthetic.generate(data, identities=preset["identities"], seed=0)
+            synthetic.ensure_default(data)
+        elif not data.exists():
+            synthetic.generate(data, identities=preset["identities"], seed=0)
+    record_data(run_dir, data)
     data_format = layouts.detect_format(Path(data).resolve())
     cfp = data_format == "cfp"
     Path(run_dir, "figures").mkdir(parents=True, exist_ok=True)
@@ -157,16 +162,46 @@ def setup(
         ablations=preset["ablations"] if ablations is None else ablations,
         train_folds=list(range(1, 9)) if cfp else None,
         val_folds=[9] if cfp else None,
-        figures_dir=str(REPO / "figures") if reference_run else None,
     )
 
 
-def run_series(profile="default", data=None, out="runs/main", device="auto", notebooks=NOTEBOOKS):
-    """Execute the notebooks in order into `out`; a failing cell stops the series with its notebook and cell."""
+def data_path(data, profile):
+    """The data set a series uses: `data`, else the generated synthetic faces of the profile (the default set,
+    or a smaller one of its own, so that a smoke run never replaces the default data)."""
+    if data is not None:
+        return Path(data).resolve()
+    from facelib import synthetic
+
+    default = synthetic.default_path().resolve()
+    return default if profile == "default" else default.with_name(f"synthetic-{profile}")
+
+
+def record_data(run_dir, data):
+    """Tie a run folder to its data set: the notebooks resume the checkpoints they find, so running them on
+    other data in the same folder would evaluate the old model on the new data."""
+    record = Path(run_dir) / DATA_RECORD
+    data = str(Path(data).resolve())
+    if record.exists():
+        made_from = json.loads(record.read_text())["data"]
+        if made_from != data:
+            raise FacelibError(
+                f"run folder {run_dir} was made from data {made_from}, not {data}: choose another run folder (--out)"
+            )
+        return
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps({"data": data}, indent=2))
+
+
+def run_series(
+    profile="default", data=None, out="runs/main", device="auto", notebooks=NOTEBOOKS, refresh_figures=False
+):
+    """Execute the notebooks in order into `out`; a failing cell stops the series with its notebook and cell.
+    refresh_figures: then copy the run's figures into the repo's figures/ (see `refresh_reference_figures`)."""
     import papermill
 
+    profile_settings(profile)  # a wrong name fails here, not in the first notebook
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    record_data(out, data_path(data, profile))  # before any work: a one-line error for the wrong folder
     parameters = dict(
         data=None if data is None else str(Path(data).resolve()), run_dir=str(out), profile=profile, device=device
     )
@@ -187,4 +222,22 @@ def run_series(profile="default", data=None, out="runs/main", device="auto", not
                 f"{name}.ipynb failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
                 f"(executed copy: {out / f'{name}.ipynb'})"
             ) from None
+    if refresh_figures:
+        refresh_reference_figures(out, synthetic=data is None)
     return out
+
+
+def refresh_reference_figures(run_dir, synthetic, figures=REPO / "figures"):
+    """Copy a run's figures into the README's figures/: all of them for the generated synthetic faces; for
+    real data only those without face images (real faces are never committed), named `<data>_<figure>.png`."""
+    from facelib.io_utils import atomic_path
+
+    run_dir = Path(run_dir)
+    prefix = "" if synthetic else Path(json.loads((run_dir / DATA_RECORD).read_text())["data"]).name + "_"
+    copied = []
+    for png in sorted((run_dir / "figures").glob("*.png")):
+        if synthetic or png.stem not in FIGURES_WITH_FACES:
+            with atomic_path(figures / f"{prefix}{png.name}") as tmp:
+                tmp.write_bytes(png.read_bytes())
+            copied.append(prefix + png.name)
+    return copied

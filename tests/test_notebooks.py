@@ -1,15 +1,17 @@
 """The notebook series, executed headlessly with papermill on the smoke profile, judged by what it writes."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
 
 from facelib.errors import FacelibError
-from facelib.notebooks import NOTEBOOKS, REPO, run_series
+from facelib.notebooks import FIGURES_WITH_FACES, NOTEBOOKS, REPO, refresh_reference_figures, run_series, setup
 
 pytestmark = pytest.mark.slow
 FIGURES = [
+    "sample_faces",
     "attribute_counts",
     "one_identity",
     "pretext_curves",
@@ -41,6 +43,17 @@ def test_every_notebook_is_executed_without_error(smoke_run):
         executed = json.loads((run_dir / f"{name}.ipynb").read_text())
         outputs = [o for cell in executed["cells"] for o in cell.get("outputs", [])]
         assert outputs and not [o for o in outputs if o["output_type"] == "error"], name
+
+
+def test_every_figure_is_shown_inline(smoke_run):
+    """A reader of the executed copy sees a picture for every figure the notebook keeps, not '<Figure ...>'."""
+    run_dir, _, _ = smoke_run
+    for name in NOTEBOOKS:
+        cells = json.loads((run_dir / f"{name}.ipynb").read_text())["cells"]
+        code = [cell for cell in cells if cell["cell_type"] == "code"]
+        figures = sum("".join(cell["source"]).count(".keep(") for cell in code)
+        images = sum("image/png" in output.get("data", {}) for cell in code for output in cell["outputs"])
+        assert figures and images >= figures, f"{name}: {images} images for {figures} figures"
 
 
 def test_training_files_and_inference_size(smoke_run):
@@ -85,6 +98,27 @@ def test_figures_are_saved_for_the_run_only(smoke_run):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 5_000, name
     # the reference figures in the repo belong to the default run, never to a smoke run
     assert {path: path.stat().st_mtime for path in kept_figures} == kept_figures
+
+
+def test_reference_figures_of_real_data_show_no_faces(smoke_run, tmp_path):
+    run_dir, data, _ = smoke_run
+    synthetic = refresh_reference_figures(run_dir, synthetic=True, figures=tmp_path / "synthetic")
+    real = refresh_reference_figures(run_dir, synthetic=False, figures=tmp_path / "real")
+    assert set(synthetic) == {f"{name}.png" for name in FIGURES}
+    assert set(real) == {f"{data.name}_{name}.png" for name in FIGURES if name not in FIGURES_WITH_FACES}
+    assert sorted(path.name for path in (tmp_path / "real").iterdir()) == sorted(real)
+
+
+def test_a_run_folder_refuses_other_data(smoke_run, tmp_path):
+    """Its checkpoints would be resumed and scored on the new data: a one-line error naming both, before any work."""
+    run_dir, data, _ = smoke_run
+    other = tmp_path / "my_faces"
+    expected = re.escape(f"run folder {run_dir} was made from data {data}, not {other}")
+    with pytest.raises(FacelibError, match=expected):
+        run_series(profile="smoke", data=other, out=run_dir)
+    with pytest.raises(FacelibError, match=expected):  # the same from a notebook's own setup cell
+        setup(other, run_dir, "smoke")
+    assert json.loads((run_dir / "data.json").read_text()) == {"data": str(data)}
 
 
 def test_a_failing_cell_names_the_notebook_and_cell(tmp_path):
