@@ -7,6 +7,7 @@ data exists. `run_series` executes 01-05 in order into the run folder; the same 
 """
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,8 +206,7 @@ def run_series(
     parameters = dict(
         data=None if data is None else str(Path(data).resolve()), run_dir=str(out), profile=profile, device=device
     )
-    for name in notebooks:
-        print(f"== {name}", flush=True)
+    for number, name in enumerate(notebooks, 1):
         try:
             papermill.execute_notebook(
                 NOTEBOOK_DIR / f"{name}.ipynb",
@@ -214,8 +214,13 @@ def run_series(
                 parameters=parameters,
                 cwd=str(NOTEBOOK_DIR),
                 kernel_name="python3",
-                progress_bar=False,
-                log_output=True,
+                # the terminal shows which notebook and cell runs (a bar), and above it what the cells print
+                # (training: one line per epoch with the time left); tables and figures stay in the notebook
+                progress_bar=dict(desc=f"{name} ({number}/{len(notebooks)})", unit="cell", file=sys.stderr),
+                stdout_file=_AboveTheBar(),
+                stderr_file=_AboveTheBar(),
+                # the kernel's own log: its warning about TCP without encryption is noise for a local kernel
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
         except papermill.PapermillExecutionError as error:
             raise FacelibError(
@@ -225,6 +230,24 @@ def run_series(
     if refresh_figures:
         refresh_reference_figures(out, synthetic=data is None)
     return out
+
+
+class _AboveTheBar:
+    """A file for papermill's stream outputs: each line is printed above the progress bar."""
+
+    def __init__(self):
+        self.pending = ""
+
+    def write(self, text):
+        from tqdm import tqdm
+
+        lines = (self.pending + text.replace("\r", "\n")).split("\n")
+        self.pending = lines.pop()
+        for line in filter(str.strip, lines):
+            tqdm.write(line, file=sys.stderr)
+
+    def flush(self):
+        pass
 
 
 def refresh_reference_figures(run_dir, synthetic, figures=REPO / "figures"):

@@ -1,4 +1,5 @@
-"""The notebook series, executed headlessly with papermill on the smoke profile, judged by what it writes."""
+"""The notebook series, executed headlessly with papermill on the smoke profile (conftest.smoke_run), judged by
+what it writes."""
 
 import json
 import re
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 from facelib.errors import FacelibError
-from facelib.notebooks import FIGURES_WITH_FACES, NOTEBOOKS, REPO, refresh_reference_figures, run_series, setup
+from facelib.notebooks import FIGURES_WITH_FACES, NOTEBOOKS, refresh_reference_figures, run_series, setup
 
 pytestmark = pytest.mark.slow
 FIGURES = [
@@ -24,17 +25,6 @@ FIGURES = [
     "score_histogram",
     "accuracy_by_pose",
 ]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("series")
-    with pytest.MonkeyPatch.context() as env:  # the kernels inherit these: data and caches stay in tmp
-        env.setenv("FACELIB_DATA", str(root / "data"))
-        env.setenv("FACELIB_CACHE", str(root / "cache"))
-        kept_figures = {path: path.stat().st_mtime for path in (REPO / "figures").glob("*.png")}
-        run_dir = run_series(profile="smoke", out=root / "run")
-    return run_dir, root / "data" / "synthetic-smoke", kept_figures
 
 
 def test_every_notebook_is_executed_without_error(smoke_run):
