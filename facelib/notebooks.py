@@ -6,6 +6,7 @@ data exists. `run_series` executes 01-05 in order into the run folder; the same 
 `papermill` commands.
 """
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ PROFILES = {
     ),
     "cfp": dict(image_size=64, pretext_epochs=3, epochs=25, pretext_batch=(16, 4), batch=(16, 4), ablations=False),
 }
+SAMPLED_PAIRS = 600  # for data without verification pairs (plain identity folders): drawn with the seed
+SAMPLED_FOLDS = 10  # ... and cut into folds, each judged at the threshold chosen on the others
 DATA_RECORD = "data.json"  # in the run folder: which data set its checkpoints were trained on
 # Figures that show faces: refreshed into figures/ only for the generated synthetic faces, never for real data.
 FIGURES_WITH_FACES = {"sample_faces", "one_identity", "retrieval", "error_pairs"}
@@ -76,6 +79,33 @@ class Settings:
         save(fig, self.path("figures") / f"{name}.png")
         return fig
 
+    def load(self):
+        """The data set (layouts.load). Where it has no verification pairs (plain identity folders) it gets
+        up to SAMPLED_PAIRS pairs drawn with the seed, half of them same-person, in SAMPLED_FOLDS folds."""
+        from facelib import layouts
+
+        faces = layouts.load(self.data)
+        if faces.pairs.empty:
+            per_identity = faces.images.groupby("identity").size()
+            count = min(SAMPLED_PAIRS, 2 * int((per_identity * (per_identity - 1) // 2).sum()))
+            pairs = layouts.sample_pairs(faces.images, count, seed=self.seed)
+            pairs["fold"] = pd.array(pd.RangeIndex(len(pairs)) % SAMPLED_FOLDS + 1, dtype="Int64")
+            faces = dataclasses.replace(faces, pairs=pairs)
+        return faces
+
+    @property
+    def has_pretext_labels(self):
+        """Whether the training images carry labels for a pretext task (camera angle + expression, or view +
+        facing); plain identity folders do not."""
+        from facelib import layouts, training
+
+        images = training.training_images(layouts.load(self.data), self.train_folds)
+        try:
+            training.pretext_labels(images)
+        except FacelibError:
+            return False
+        return True
+
     def write_json(self, name, obj):
         atomic_write_text(self.path(name), json.dumps(obj, indent=2, default=str))
 
@@ -90,9 +120,7 @@ class Settings:
         return {}
 
     def test_images(self, faces):
-        """The images of the reported pairs (all images for data without pairs)."""
-        if faces.pairs.empty:
-            return faces.images
+        """The images of the reported pairs."""
         from facelib.evaluation import select_pairs
 
         pairs = select_pairs(faces, **self.test_pairs)
@@ -101,9 +129,7 @@ class Settings:
 
     def held_out_images(self):
         """Images no model trains on: the validate and test identities, or CFP's validation folds."""
-        from facelib import layouts
-
-        images = layouts.load(self.data).images
+        images = self.load().images
         if self.format == "kface":
             return images[images["split"].isin(["validate", "test"])].reset_index(drop=True)
         if self.format == "cfp":

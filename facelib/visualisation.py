@@ -121,9 +121,15 @@ def plot_accuracy_by_pose(table):
 
 
 def plot_pretext_accuracy(report):
-    """Per-class accuracy of the pretext model, one panel per task (e.g. angle, expression). `report` is a
-    table with columns task, class, accuracy and optionally images (the count shown on each bar)."""
-    return _accuracy_panels(report, "task", "class", "images", "Pretext task: {}")
+    """Per-class accuracy of the pretext model, one panel per task (e.g. angle, expression), chance level (one
+    over the task's classes) dashed. `report` is a table with columns task, class, accuracy and optionally
+    images (the count shown on each bar)."""
+    fig = _accuracy_panels(report, "task", "class", "images", "Pretext task: {}")
+    chance = 1 / pd.DataFrame(report).groupby("task", sort=False)["class"].nunique()
+    for ax, level in zip(fig.axes, chance):
+        ax.axhline(level, color="grey", linestyle="--", label=f"chance = {level:.2f}")
+        ax.legend(loc="upper right", fontsize=8)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -205,6 +211,23 @@ def plot_retrieval(faces, ranking, rows=range(4), k=5):
                 frame=colour,
             )
     fig.suptitle(f"Retrieval: probe and top-{k} gallery matches (green = same identity)")
+    return fig
+
+
+def plot_pairs(groups, cell=1.6):
+    """Face pairs side by side with their score, one figure row per group: `groups` maps a title (e.g. 'false
+    accepts') to a table with columns a, b (image paths) and score."""
+    width = max(1, 2 * max(len(pairs) for pairs in groups.values()))
+    fig = InlineFigure(figsize=(cell * width, (cell + 0.4) * len(groups)), layout="constrained")
+    rows = fig.subfigures(len(groups), 1, squeeze=False).ravel()
+    for row, (title, pairs) in zip(rows, groups.items()):
+        row.suptitle(f"{title}: {len(pairs)} shown" if len(pairs) else f"{title}: none")
+        axes = row.subplots(1, width, squeeze=False).ravel()
+        for ax in axes:
+            ax.axis("off")
+        for i, pair in enumerate(pairs.itertuples()):
+            _show(axes[2 * i], pair.a, f"score {pair.score:.2f}")
+            _show(axes[2 * i + 1], pair.b)
     return fig
 
 

@@ -3,10 +3,12 @@ what it writes."""
 
 import json
 import re
+import shutil
 
 import pandas as pd
 import pytest
 
+from facelib import layouts
 from facelib.errors import FacelibError
 from facelib.notebooks import FIGURES_WITH_FACES, NOTEBOOKS, refresh_reference_figures, run_series, setup
 
@@ -114,3 +116,25 @@ def test_a_run_folder_refuses_other_data(smoke_run, tmp_path):
 def test_a_failing_cell_names_the_notebook_and_cell(tmp_path):
     with pytest.raises(FacelibError, match=r"01_data_exploration\.ipynb failed in cell \d+: DataError"):
         run_series(profile="smoke", data=tmp_path / "missing", out=tmp_path / "run", notebooks=NOTEBOOKS[:1])
+
+
+def test_plain_identity_folders_go_through_the_series(smoke_run, tmp_path, monkeypatch):
+    """No pose labels and no pairs: 02 says so and trains no pretext, 03 trains from scratch, 05 scores pairs
+    drawn with the seed."""
+    _, data, _ = smoke_run
+    folders = tmp_path / "my_faces"
+    images = layouts.load(data).images
+    for identity in images["identity"].unique()[:8]:
+        for number, path in enumerate(images.loc[images["identity"] == identity, "path"].iloc[:6]):
+            (folders / str(identity)).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, folders / str(identity) / f"{number}.png")
+    monkeypatch.setenv("FACELIB_CACHE", str(tmp_path / "cache"))
+
+    run_dir = run_series(profile="smoke", data=folders, out=tmp_path / "run")
+
+    pretext_notebook = (run_dir / "02_pretext_training.ipynb").read_text()
+    assert "no pretext labels" in pretext_notebook and not (run_dir / "pretext.pt").exists()
+    assert json.loads((run_dir / "config.json").read_text())["settings"]["init"] is None
+    result = json.loads((run_dir / "test_metrics.json").read_text())
+    assert result["threshold_source"] == "10-fold protocol" and 0 <= result["accuracy"] <= 1
+    assert result["pairs"] == 240  # 8 identities x 15 same-person pairs each, as many different-person pairs
