@@ -26,6 +26,7 @@ FIGURES = [
     "roc",
     "score_histogram",
     "accuracy_by_pose",
+    "error_pairs",
 ]
 
 
