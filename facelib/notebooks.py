@@ -12,7 +12,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from facelib.errors import FacelibError
@@ -136,10 +135,6 @@ class Settings:
             return images[images["fold"].isin(self.val_folds)].reset_index(drop=True)
         return images
 
-    def sample_rows(self, count, k):
-        """k row numbers out of `count`, the same for the same seed (e.g. which probes to draw)."""
-        return sorted(np.random.default_rng(self.seed).choice(count, size=min(k, count), replace=False))
-
 
 def profile_settings(profile):
     if profile not in PROFILES:
@@ -166,7 +161,7 @@ def setup(
         from facelib import synthetic
 
         data = data_path(data, profile)
-        if profile == "default":
+        if "identities" not in preset:
             synthetic.ensure_default(data)
         elif not data.exists():
             synthetic.generate(data, identities=preset["identities"], seed=0)
@@ -193,14 +188,14 @@ def setup(
 
 
 def data_path(data, profile):
-    """The data set a series uses: `data`, else the generated synthetic faces of the profile (the default set,
-    or a smaller one of its own, so that a smoke run never replaces the default data)."""
+    """The data set a series uses: `data`, else the generated synthetic faces: the default set, or for a profile
+    that sets its own number of identities (smoke) a smaller set of its own, so it never replaces the default."""
     if data is not None:
         return Path(data).resolve()
     from facelib import synthetic
 
     default = synthetic.default_path().resolve()
-    return default if profile == "default" else default.with_name(f"synthetic-{profile}")
+    return default if "identities" not in PROFILES[profile] else default.with_name(f"synthetic-{profile}")
 
 
 def record_data(run_dir, data):
