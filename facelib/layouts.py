@@ -175,7 +175,7 @@ def sample_faces(images: pd.DataFrame, identities: int = 5, columns: int = 9) ->
 
 def _labels(images: pd.DataFrame) -> list:
     """Short titles, codes decoded where the data says what they mean: camera code with its yaw in degrees."""
-    yaw = images["yaw"].map(lambda value: f"{value:+.0f}°", na_action="ignore")
+    yaw = images["yaw"].map(lambda value: f"{round(value):+d}°", na_action="ignore")
     parts = []
     for column, prefix in [("angle", "C"), ("expression", "E"), ("light", "L"), ("view", ""), ("facing", "")]:
         known = images[column].notna()

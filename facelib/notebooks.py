@@ -240,8 +240,8 @@ def run_series(
                 progress_bar=dict(desc=f"{name} ({number}/{len(notebooks)})", unit="cell", file=sys.stderr),
                 stdout_file=_AboveTheBar(),
                 stderr_file=_AboveTheBar(),
-                # the kernel's own log: its warning about TCP without encryption is noise for a local kernel
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                # the kernel's own log: its TCP warning and its KeyboardInterrupt line at shutdown are noise here
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
         except papermill.PapermillExecutionError as error:
             raise FacelibError(
