@@ -48,6 +48,8 @@ def wilson_interval(correct, total, z=Z_95):
 def with_intervals(by_group):
     """`evaluation.accuracy_by_pose`'s table with a 95% Wilson interval of each accuracy (low, high), rounded."""
     table = pd.DataFrame(by_group).copy()
+    if table.empty:  # data without pose or expression labels
+        return table
     low, high = wilson_interval(table["accuracy"] * table["pairs"], table["pairs"])
     table["low"], table["high"] = low, high
     return table.round({"accuracy": 3, "auc": 3, "low": 3, "high": 3})

@@ -24,6 +24,7 @@ def test_wilson_interval_matches_the_textbook_value():
     assert (round(float(low), 3), round(float(high), 3)) == (0.490, 0.943)
     table = reading.with_intervals(pd.DataFrame({"group": ["a"], "pairs": [10], "accuracy": [0.8], "auc": [None]}))
     assert table.loc[0, "low"] < 0.8 < table.loc[0, "high"]
+    assert reading.with_intervals([]).empty  # no pose labels, no groups
 
 
 def test_tar_far_table_marks_a_far_too_small_for_the_negatives():
