@@ -1,11 +1,12 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11 and make are all it needs):
 #   make run    the main job: notebooks 01-05, headless, on the generated synthetic faces
 #   make test   the test suite
+#   make figures  the main job, then its figures copied into figures/ (the README's; tracked by git)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test smoke lab
+.PHONY: run test smoke lab figures
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 
 run: $(VENV)/.installed
 	$(BIN)/facelib notebooks --profile default --out runs/main
+
+figures: $(VENV)/.installed
+	$(BIN)/facelib notebooks --profile default --out runs/main --refresh-figures
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -150,7 +150,9 @@ def cmd_search(args):
 def cmd_notebooks(args):
     from facelib import notebooks
 
-    run_dir = notebooks.run_series(profile=args.profile, data=args.data, out=args.out, device=args.device)
+    run_dir = notebooks.run_series(
+        profile=args.profile, data=args.data, out=args.out, device=args.device, refresh_figures=args.refresh_figures
+    )
     print(f"executed notebooks, figures and checkpoints: {run_dir}")
 
 
@@ -308,7 +310,11 @@ def build_parser():
     p.set_defaults(handler=cmd_search)
 
     p = commands.add_parser("notebooks", help="execute notebooks 01-05 headlessly with papermill")
-    p.add_argument("--profile", choices=["default", "smoke"], default="default")
+    p.add_argument(
+        "--profile",
+        default="default",
+        help="default (the main job), smoke (every cell runs, in seconds) or cfp (the recipe for real faces)",
+    )
     p.add_argument("--data", help="dataset folder (default: the generated synthetic set)")
     p.add_argument(
         "--out",
@@ -317,6 +323,11 @@ def build_parser():
         help="run folder for executed notebooks and results",
     )
     add_device_argument(p)
+    p.add_argument(
+        "--refresh-figures",
+        action="store_true",
+        help="afterwards copy the run's figures into the repo's figures/ (the README's; faces only if synthetic)",
+    )
     p.set_defaults(handler=cmd_notebooks)
     return parser
 

@@ -198,12 +198,30 @@ def one_identity(images: pd.DataFrame, identity=None) -> pd.DataFrame:
     chosen = images[images["identity"] == identity].copy()
     order = [column for column in ("yaw", "view", "angle", "expression", "light") if chosen[column].notna().any()]
     chosen = chosen.sort_values(order, na_position="last") if order else chosen
+    chosen["label"] = _labels(chosen)
+    return chosen.reset_index(drop=True)
+
+
+def sample_faces(images: pd.DataFrame, identities: int = 5, columns: int = 9) -> pd.DataFrame:
+    """A grid's worth of faces: for the `identities` with most images, `columns` images each, evenly spread
+    over the identity's images ordered as in `one_identity` (so, where the data has poses, across the poses)."""
+    chosen = images["identity"].value_counts().index[:identities]
+    rows = []
+    for identity in chosen:
+        one = one_identity(images, identity)
+        rows.append(one.iloc[np.linspace(0, len(one) - 1, min(columns, len(one))).round().astype(int)])
+    return pd.concat(rows, ignore_index=True)
+
+
+def _labels(images: pd.DataFrame) -> list:
+    """Short titles, codes decoded where the data says what they mean: camera code with its yaw in degrees."""
+    yaw = images["yaw"].map(lambda value: f"{round(value):+d}°", na_action="ignore")
     parts = []
     for column, prefix in [("angle", "C"), ("expression", "E"), ("light", "L"), ("view", ""), ("facing", "")]:
-        known = chosen[column].notna()
-        parts.append(np.where(known, prefix + chosen[column].astype(str), ""))
-    chosen["label"] = [" ".join(p for p in row if p) for row in zip(*parts)]
-    return chosen.reset_index(drop=True)
+        known = images[column].notna()
+        parts.append(np.where(known, prefix + images[column].astype(str), ""))
+    parts.insert(1, yaw.fillna("").to_numpy())
+    return [" ".join(p for p in row if p) for row in zip(*parts)]
 
 
 def view_counts(images: pd.DataFrame) -> pd.DataFrame:

@@ -6,11 +6,12 @@ data exists. `run_series` executes 01-05 in order into the run folder; the same 
 `papermill` commands.
 """
 
+import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from facelib.errors import FacelibError
@@ -27,14 +28,21 @@ NOTEBOOKS = [
 ]
 
 # `default` is the README's main job (2 CPU cores, under 15 minutes; tuned in benchmarks/results/synthetic.md);
-# `smoke` checks that every cell runs. The pretext learns angle and expression, not identity, so it keeps its own
+# `smoke` checks that every cell runs; `cfp` is the recipe benchmarks/cfp.py measured on real faces (CFP).
+# The pretext learns angle and expression, not identity, so it keeps its own
 # P x K: 16 x 4 helps the identity triplet loss, while the pretext run the tuning used was 8 x 8.
 PROFILES = {
     "default": dict(image_size=64, pretext_epochs=4, epochs=20, pretext_batch=(8, 8), batch=(16, 4), ablations=False),
     "smoke": dict(
         identities=16, image_size=32, pretext_epochs=1, epochs=2, pretext_batch=(4, 4), batch=(4, 4), ablations=True
     ),
+    "cfp": dict(image_size=64, pretext_epochs=3, epochs=25, pretext_batch=(16, 4), batch=(16, 4), ablations=False),
 }
+SAMPLED_PAIRS = 600  # for data without verification pairs (plain identity folders): drawn with the seed
+SAMPLED_FOLDS = 10  # ... and cut into folds, each judged at the threshold chosen on the others
+DATA_RECORD = "data.json"  # in the run folder: which data set its checkpoints were trained on
+# Figures that show faces: refreshed into figures/ only for the generated synthetic faces, never for real data.
+FIGURES_WITH_FACES = {"sample_faces", "one_identity", "retrieval", "error_pairs"}
 
 
 @dataclass
@@ -56,7 +64,6 @@ class Settings:
     train_folds: list  # CFP: protocol folds 1-8 train, fold 9 validates and tests (fold 10 is withheld)
     val_folds: list
     report_split: str  # K-Face: "test", or "validate" where the test labels are the challenge's dummies
-    figures_dir: str  # the repo's figures/ for the reference run (default profile, synthetic data), else None
 
     def path(self, name):
         return Path(self.run_dir) / name
@@ -65,14 +72,39 @@ class Settings:
         return self.path(name).exists()
 
     def keep(self, fig, name):
-        """Save a figure as PNG in the run's figures/ (and in the repo's figures/ for the reference run);
-        return it so the notebook shows it."""
+        """Save a figure as PNG in the run's figures/ and return it, so the notebook shows it inline
+        (facelib.visualisation's figures display themselves as PNG)."""
         from facelib.visualisation import save
 
         save(fig, self.path("figures") / f"{name}.png")
-        if self.figures_dir:
-            save(fig, Path(self.figures_dir) / f"{name}.png")
         return fig
+
+    def load(self):
+        """The data set (layouts.load). Where it has no verification pairs (plain identity folders) it gets
+        up to SAMPLED_PAIRS pairs drawn with the seed, half of them same-person, in SAMPLED_FOLDS folds."""
+        from facelib import layouts
+
+        faces = layouts.load(self.data)
+        if faces.pairs.empty:
+            per_identity = faces.images.groupby("identity").size()
+            count = min(SAMPLED_PAIRS, 2 * int((per_identity * (per_identity - 1) // 2).sum()))
+            pairs = layouts.sample_pairs(faces.images, count, seed=self.seed)
+            pairs["fold"] = pd.array(pd.RangeIndex(len(pairs)) % SAMPLED_FOLDS + 1, dtype="Int64")
+            faces = dataclasses.replace(faces, pairs=pairs)
+        return faces
+
+    @property
+    def has_pretext_labels(self):
+        """Whether the training images carry labels for a pretext task (camera angle + expression, or view +
+        facing); plain identity folders do not."""
+        from facelib import layouts, training
+
+        images = training.training_images(layouts.load(self.data), self.train_folds)
+        try:
+            training.pretext_labels(images)
+        except FacelibError:
+            return False
+        return True
 
     def write_json(self, name, obj):
         atomic_write_text(self.path(name), json.dumps(obj, indent=2, default=str))
@@ -89,9 +121,7 @@ class Settings:
         return {}
 
     def test_images(self, faces):
-        """The images of the reported pairs (all images for data without pairs)."""
-        if faces.pairs.empty:
-            return faces.images
+        """The images of the reported pairs."""
         from facelib.evaluation import select_pairs
 
         pairs = select_pairs(faces, **self.test_pairs)
@@ -100,18 +130,18 @@ class Settings:
 
     def held_out_images(self):
         """Images no model trains on: the validate and test identities, or CFP's validation folds."""
-        from facelib import layouts
-
-        images = layouts.load(self.data).images
+        images = self.load().images
         if self.format == "kface":
             return images[images["split"].isin(["validate", "test"])].reset_index(drop=True)
         if self.format == "cfp":
             return images[images["fold"].isin(self.val_folds)].reset_index(drop=True)
         return images
 
-    def sample_rows(self, count, k):
-        """k row numbers out of `count`, the same for the same seed (e.g. which probes to draw)."""
-        return sorted(np.random.default_rng(self.seed).choice(count, size=min(k, count), replace=False))
+
+def profile_settings(profile):
+    if profile not in PROFILES:
+        raise FacelibError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    return PROFILES[profile]
 
 
 def setup(
@@ -128,19 +158,16 @@ def setup(
     """Settings for one notebook: explicit values win, the profile fills the rest, synthetic data is made if needed."""
     from facelib import layouts
 
-    if profile not in PROFILES:
-        raise FacelibError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
-    preset = PROFILES[profile]
-    reference_run = data is None and profile == "default"
+    preset = profile_settings(profile)
     if data is None:
         from facelib import synthetic
 
-        if profile == "default":
-            data = synthetic.ensure_default()
-        else:  # a smaller set of its own, so a smoke run never replaces the default data
-            data = synthetic.default_path().with_name(f"synthetic-{profile}")
-            if not data.exists():
-                synthetic.generate(data, identities=preset["identities"], seed=0)
+        data = data_path(data, profile)
+        if "identities" not in preset:
+            synthetic.ensure_default(data)
+        elif not data.exists():
+            synthetic.generate(data, identities=preset["identities"], seed=0)
+    record_data(run_dir, data)
     data_format = layouts.detect_format(Path(data).resolve())
     cfp = data_format == "cfp"
     report_split = _report_split(layouts.load(data).pairs) if data_format == "kface" else None
@@ -161,7 +188,6 @@ def setup(
         train_folds=list(range(1, 9)) if cfp else None,
         val_folds=[9] if cfp else None,
         report_split=report_split,
-        figures_dir=str(REPO / "figures") if reference_run else None,
     )
 
 
@@ -171,17 +197,47 @@ def _report_split(pairs):
     return "test" if len(test) and test["same"].notna().all() else "validate"
 
 
-def run_series(profile="default", data=None, out="runs/main", device="auto", notebooks=NOTEBOOKS):
-    """Execute the notebooks in order into `out`; a failing cell stops the series with its notebook and cell."""
+def data_path(data, profile):
+    """The data set a series uses: `data`, else the generated synthetic faces: the default set, or for a profile
+    that sets its own number of identities (smoke) a smaller set of its own, so it never replaces the default."""
+    if data is not None:
+        return Path(data).resolve()
+    from facelib import synthetic
+
+    default = synthetic.default_path().resolve()
+    return default if "identities" not in PROFILES[profile] else default.with_name(f"synthetic-{profile}")
+
+
+def record_data(run_dir, data):
+    """Tie a run folder to its data set: the notebooks resume the checkpoints they find, so running them on
+    other data in the same folder would evaluate the old model on the new data."""
+    record = Path(run_dir) / DATA_RECORD
+    data = str(Path(data).resolve())
+    if record.exists():
+        made_from = json.loads(record.read_text())["data"]
+        if made_from != data:
+            raise FacelibError(
+                f"run folder {run_dir} was made from data {made_from}, not {data}: choose another run folder (--out)"
+            )
+        return
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps({"data": data}, indent=2))
+
+
+def run_series(
+    profile="default", data=None, out="runs/main", device="auto", notebooks=NOTEBOOKS, refresh_figures=False
+):
+    """Execute the notebooks in order into `out`; a failing cell stops the series with its notebook and cell.
+    refresh_figures: then copy the run's figures into the repo's figures/ (see `refresh_reference_figures`)."""
     import papermill
 
+    profile_settings(profile)  # a wrong name fails here, not in the first notebook
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    record_data(out, data_path(data, profile))  # before any work: a one-line error for the wrong folder
     parameters = dict(
         data=None if data is None else str(Path(data).resolve()), run_dir=str(out), profile=profile, device=device
     )
-    for name in notebooks:
-        print(f"== {name}", flush=True)
+    for number, name in enumerate(notebooks, 1):
         try:
             papermill.execute_notebook(
                 NOTEBOOK_DIR / f"{name}.ipynb",
@@ -189,12 +245,53 @@ def run_series(profile="default", data=None, out="runs/main", device="auto", not
                 parameters=parameters,
                 cwd=str(NOTEBOOK_DIR),
                 kernel_name="python3",
-                progress_bar=False,
-                log_output=True,
+                # the terminal shows which notebook and cell runs (a bar), and above it what the cells print
+                # (training: one line per epoch with the time left); tables and figures stay in the notebook
+                progress_bar=dict(desc=f"{name} ({number}/{len(notebooks)})", unit="cell", file=sys.stderr),
+                stdout_file=_AboveTheBar(),
+                stderr_file=_AboveTheBar(),
+                # the kernel's own log: its TCP warning and its KeyboardInterrupt line at shutdown are noise here
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
         except papermill.PapermillExecutionError as error:
             raise FacelibError(
                 f"{name}.ipynb failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
                 f"(executed copy: {out / f'{name}.ipynb'})"
             ) from None
+    if refresh_figures:
+        refresh_reference_figures(out, synthetic=data is None)
     return out
+
+
+class _AboveTheBar:
+    """A file for papermill's stream outputs: each line is printed above the progress bar."""
+
+    def __init__(self):
+        self.pending = ""
+
+    def write(self, text):
+        from tqdm import tqdm
+
+        lines = (self.pending + text.replace("\r", "\n")).split("\n")
+        self.pending = lines.pop()
+        for line in filter(str.strip, lines):
+            tqdm.write(line, file=sys.stderr)
+
+    def flush(self):
+        pass
+
+
+def refresh_reference_figures(run_dir, synthetic, figures=REPO / "figures"):
+    """Copy a run's figures into the README's figures/: all of them for the generated synthetic faces; for
+    real data only those without face images (real faces are never committed), named `<data>_<figure>.png`."""
+    from facelib.io_utils import atomic_path
+
+    run_dir = Path(run_dir)
+    prefix = "" if synthetic else Path(json.loads((run_dir / DATA_RECORD).read_text())["data"]).name + "_"
+    copied = []
+    for png in sorted((run_dir / "figures").glob("*.png")):
+        if synthetic or png.stem not in FIGURES_WITH_FACES:
+            with atomic_path(figures / f"{prefix}{png.name}") as tmp:
+                tmp.write_bytes(png.read_bytes())
+            copied.append(prefix + png.name)
+    return copied

@@ -728,6 +728,7 @@ def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
         )
 
     augment = Augmentation(**settings["augmentation"])
+    loop_started, first_epoch = time.perf_counter(), run.epoch  # for the time-left estimate, validation included
     while run.epoch < settings["epochs"]:
         sampler.set_epoch(run.epoch)
         started = time.perf_counter()
@@ -757,11 +758,13 @@ def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
                     best["verification"] = validation.operating_point(run.model)
                 atomic_save(best, files["best"])
             atomic_write_text(files["metrics"], pd.DataFrame(run.history).to_csv(index=False))
+            per_epoch = (time.perf_counter() - loop_started) / (run.epoch - first_epoch)
             log.info(
-                "epoch %d/%d %s",
+                "epoch %d/%d %s (about %.1f min left)",
                 run.epoch,
                 settings["epochs"],
                 " ".join(f"{name}={_fmt(value)}" for name, value in row.items() if name != "epoch"),
+                per_epoch * (settings["epochs"] - run.epoch) / 60,
             )
     return files.get("best", files["checkpoint"])
 

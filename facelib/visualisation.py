@@ -1,11 +1,14 @@
 """Figures for the notebooks and the README: each helper returns a matplotlib Figure, `save` writes a PNG.
 
-Figures are built with `matplotlib.figure.Figure`, not pyplot: nothing needs a display (safe under Agg and
-headless runs), nothing is kept alive in pyplot's figure list, and a notebook shows the returned figure once.
+Figures are built with `InlineFigure`, a `matplotlib.figure.Figure` without pyplot: nothing needs a display
+(safe under Agg and headless runs), nothing is kept alive in pyplot's figure list. Without pyplot no backend
+registers Jupyter's PNG formatter, so the figure carries its own `_repr_png_`: a notebook (JupyterLab or a
+papermill copy) shows the returned figure as an image once, with no `%matplotlib` line.
 Images can be given as a uint8 tensor / array [N, 3, H, W] (as `imagecache.load_images` returns) or as
 file paths.
 """
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +22,26 @@ from facelib.errors import FacelibError
 from facelib.evaluation import equal_error_rate
 from facelib.io_utils import atomic_path
 
+DPI = 120
 SAME_COLOUR, DIFFERENT_COLOUR = "tab:green", "tab:red"
 MAX_LEGEND_ENTRIES = 12
 COUNTED_ATTRIBUTES = ("split", "view", "facing", "angle", "yaw", "expression", "light")
 
 
-def save(fig, path, dpi=120):
+class InlineFigure(Figure):
+    """A Figure that Jupyter displays as a PNG image (IPython calls `_repr_png_` on a cell's result)."""
+
+    def _repr_png_(self):
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=DPI)
+        return buffer.getvalue()
+
+
+def save(fig, path, dpi=None):
     """Write `fig` as a PNG, atomically; returns the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi or DPI)
     return path
 
 
@@ -36,7 +49,7 @@ def _new_axes(ax, figsize=(5, 4)):
     """Draw into `ax` when given (to overlay or compose), else into a new one-axes figure."""
     if ax is not None:
         return ax.figure, ax
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = InlineFigure(figsize=figsize, layout="constrained")
     return fig, fig.add_subplot()
 
 
@@ -44,7 +57,7 @@ def _grid(count, ncols, cell=2.0):
     """A figure with `count` axes in rows of `ncols` (unused cells removed)."""
     ncols = max(1, min(ncols, count))
     nrows = -(-count // ncols)
-    fig = Figure(figsize=(cell * ncols, cell * nrows), layout="constrained")
+    fig = InlineFigure(figsize=(cell * ncols, cell * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[count:]:
         ax.remove()
@@ -86,7 +99,7 @@ def _accuracy_panels(table, panel, group, count, title):
     """Bars of `accuracy` per `group`, one panel per value of `panel`, the value (and `count`) on each bar."""
     table = pd.DataFrame(table)
     names = list(table[panel].unique())
-    fig = Figure(figsize=(5 * len(names), 4), layout="constrained")
+    fig = InlineFigure(figsize=(5 * len(names), 4), layout="constrained")
     for ax, name in zip(fig.subplots(1, len(names), squeeze=False).ravel(), names):
         rows = table[table[panel] == name]
         bars = ax.bar(rows[group].astype(str), rows["accuracy"], color="tab:blue")
@@ -108,9 +121,15 @@ def plot_accuracy_by_pose(table):
 
 
 def plot_pretext_accuracy(report):
-    """Per-class accuracy of the pretext model, one panel per task (e.g. angle, expression). `report` is a
-    table with columns task, class, accuracy and optionally images (the count shown on each bar)."""
-    return _accuracy_panels(report, "task", "class", "images", "Pretext task: {}")
+    """Per-class accuracy of the pretext model, one panel per task (e.g. angle, expression), chance level (one
+    over the task's classes) dashed. `report` is a table with columns task, class, accuracy and optionally
+    images (the count shown on each bar)."""
+    fig = _accuracy_panels(report, "task", "class", "images", "Pretext task: {}")
+    chance = 1 / pd.DataFrame(report).groupby("task", sort=False)["class"].nunique()
+    for ax, level in zip(fig.axes, chance):
+        ax.axhline(level, color="grey", linestyle="--", label=f"chance = {level:.2f}")
+        ax.legend(loc="upper right", fontsize=8)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -179,7 +198,7 @@ def plot_retrieval(faces, ranking, rows=range(4), k=5):
     `retrieval.Ranking`; `rows` picks which of its probes to draw (one figure row each)."""
     faces, rows = _image_list(faces), list(rows)
     k = min(k, ranking.hits.shape[1])
-    fig = Figure(figsize=(1.7 * (k + 1), 1.9 * len(rows)), layout="constrained")
+    fig = InlineFigure(figsize=(1.7 * (k + 1), 1.9 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), k + 1, squeeze=False)
     for line, row in zip(axes, rows):
         _show(line[0], faces[ranking.probes[row]], "probe")
@@ -192,6 +211,23 @@ def plot_retrieval(faces, ranking, rows=range(4), k=5):
                 frame=colour,
             )
     fig.suptitle(f"Retrieval: probe and top-{k} gallery matches (green = same identity)")
+    return fig
+
+
+def plot_pairs(groups, cell=1.6):
+    """Face pairs side by side with their score, one figure row per group: `groups` maps a title (e.g. 'false
+    accepts') to a table with columns a, b (image paths) and score."""
+    width = max(1, 2 * max(len(pairs) for pairs in groups.values()))
+    fig = InlineFigure(figsize=(cell * width, (cell + 0.4) * len(groups)), layout="constrained")
+    rows = fig.subfigures(len(groups), 1, squeeze=False).ravel()
+    for row, (title, pairs) in zip(rows, groups.items()):
+        row.suptitle(f"{title}: {len(pairs)} shown" if len(pairs) else f"{title}: none")
+        axes = row.subplots(1, width, squeeze=False).ravel()
+        for ax in axes:
+            ax.axis("off")
+        for i, pair in enumerate(pairs.itertuples()):
+            _show(axes[2 * i], pair.a, f"score {pair.score:.2f}")
+            _show(axes[2 * i + 1], pair.b)
     return fig
 
 
@@ -230,7 +266,7 @@ def plot_umap(vectors, images, color_by=("identity",), random_state=0, title=Non
     """UMAP of the embeddings, one panel per column of `images` in `color_by` (e.g. identity, pose,
     expression), all panels showing the same points. Pass `coords` (from `umap_2d`) to skip the fit."""
     coords = umap_2d(vectors, random_state) if coords is None else np.asarray(coords)
-    fig = Figure(figsize=(4.5 * len(color_by), 4), layout="constrained")
+    fig = InlineFigure(figsize=(4.5 * len(color_by), 4), layout="constrained")
     for ax, column in zip(fig.subplots(1, len(color_by), squeeze=False).ravel(), color_by):
         _scatter(ax, coords, images[column], column)
         ax.set(title=f"coloured by {column}", xticks=[], yticks=[])

@@ -88,3 +88,18 @@ def trained_run(tmp_path_factory):
         progress=False,
     )
     return data, model
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The notebook series executed once on the smoke profile (shared by the notebook and JupyterLab tests):
+    the run folder, the data it made, and the repo's reference figures with their times before the run."""
+    from facelib.notebooks import REPO, run_series
+
+    root = tmp_path_factory.mktemp("series")
+    with pytest.MonkeyPatch.context() as env:  # the kernels inherit these: data and caches stay in tmp
+        env.setenv("FACELIB_DATA", str(root / "data"))
+        env.setenv("FACELIB_CACHE", str(root / "cache"))
+        kept_figures = {path: path.stat().st_mtime for path in (REPO / "figures").glob("*.png")}
+        run_dir = run_series(profile="smoke", out=root / "run")
+    return run_dir, root / "data" / "synthetic-smoke", kept_figures

@@ -107,3 +107,18 @@ def test_bad_input_is_one_line_naming_the_problem(tmp_path, problem):
 def test_evaluate_with_missing_checkpoint_is_one_line(synthetic, tmp_path):
     result = facelib("evaluate", synthetic, "--model", tmp_path / "nope.pt")
     assert result.returncode == 2 and "nope.pt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_notebooks_refuse_a_wrong_profile_or_a_folder_of_other_data(tmp_path, capsys):
+    from facelib import cli
+
+    assert cli.main(["notebooks", "--profile", "huge", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "facelib: error: unknown profile 'huge': expected one of default, smoke, cfp"
+    )
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "data.json").write_text('{"data": "/somewhere/cfp"}')
+    mine = tmp_path / "mine"
+    assert cli.main(["notebooks", "--data", str(mine), "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and f"made from data /somewhere/cfp, not {mine}" in error

@@ -2,8 +2,9 @@
 
 One real JupyterLab server runs headless on localhost for the module. Each notebook in notebooks/ loads
 through the REST API as a valid notebook and gets a session whose `python3` kernel runs the notebook's
-parameters cell and imports facelib from this environment; where Chromium exists, each notebook also
-renders in JupyterLab (screenshots in runs/jupyterlab/, which git ignores).
+parameters cell and imports facelib from this environment; where Chromium exists (CI installs it), each
+notebook also renders in JupyterLab, and an executed copy of the smoke series shows its figures as images on the
+page (screenshots in runs/jupyterlab/, which git ignores).
 """
 
 import html
@@ -110,13 +111,26 @@ def test_notebook_renders_in_jupyterlab(lab, notebook, tmp_path):
     assert colours is None or len(colours) > 50, f"{screenshot} looks blank"
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
+def test_executed_notebook_shows_its_figures_in_jupyterlab(lab, smoke_run, tmp_path):
+    executed = SCREENSHOTS / "executed" / "01_data_exploration.ipynb"  # under runs/: served by the lab, ignored by git
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(smoke_run[0] / executed.name, executed)
+    url = f"{lab.url}/lab/tree/{relative(executed)}?reset&token={lab.token}"
+    dom = render(url, SCREENSHOTS / "executed_01.png", profile=tmp_path / "chromium", size="1400,4000")
+
+    assert first_heading(executed) in dom, "notebook not rendered (login page or load error?)"
+    images = re.findall(r'<img[^>]*src="data:image/png;base64,', dom)
+    assert images, "no figure (an <img> of a PNG output) on the page"
+
+
 def first_heading(notebook: Path) -> str:
     """The notebook's title: the first line of its first markdown cell, without the '#' marks."""
     first_markdown = next(cell for cell in nbformat.read(notebook, 4).cells if cell.cell_type == "markdown")
     return first_markdown.source.splitlines()[0].lstrip("#").strip()
 
 
-def render(url: str, screenshot: Path, profile: Path, timeout: float = 60.0) -> str:
+def render(url: str, screenshot: Path, profile: Path, timeout: float = 60.0, size: str = "1400,1000") -> str:
     """Open `url` in headless Chromium, save a screenshot, return the DOM after JupyterLab rendered."""
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     screenshot.unlink(missing_ok=True)
@@ -127,7 +141,7 @@ def render(url: str, screenshot: Path, profile: Path, timeout: float = 60.0) -> 
         # Virtual ms: JupyterLab's timers run fast-forward while network waits are real. Much smaller
         # budgets (2 s) make Chromium hang here; the real time a render takes barely depends on it.
         "--virtual-time-budget=15000",
-        f"--screenshot={screenshot}", "--window-size=1400,1000", "--dump-dom", url,
+        f"--screenshot={screenshot}", f"--window-size={size}", "--dump-dom", url,
     ]  # fmt: skip
     # Own process group so that a hung Chromium goes together with its renderer and helper processes.
     process = subprocess.Popen(

@@ -477,3 +477,21 @@ def test_cfp_integration(cfp_root):
         x0, y0, x1, y1 = images["box"][index]
         assert x1 <= width and y1 <= height
         assert x1 - x0 >= 0.4 * min(width, height)  # loosely cropped images: the face fills a good part
+
+
+def test_sample_faces_spread_over_poses_with_decoded_labels():
+    yaws = [-90.4, -45.0, -0.3, 45.0, 90.0]
+    images = layouts._conform(
+        pd.DataFrame(
+            {
+                "identity": ["a"] * 5 + ["b"] * 2,
+                "path": [f"{i}.jpg" for i in range(7)],
+                "yaw": yaws + [0.0, 10.0],
+                "angle": [1, 3, 5, 7, 9, 5, 6],
+            }
+        ),
+        layouts.IMAGE_COLUMNS,
+    )
+    grid = layouts.sample_faces(images, identities=2, columns=3)
+    assert list(grid["identity"]) == ["a", "a", "a", "b", "b"]
+    assert list(grid["label"][:3]) == ["C1 -90°", "C5 +0°", "C9 +90°"]

@@ -1,15 +1,20 @@
-"""The notebook series, executed headlessly with papermill on the smoke profile, judged by what it writes."""
+"""The notebook series, executed headlessly with papermill on the smoke profile (conftest.smoke_run), judged by
+what it writes."""
 
 import json
+import re
+import shutil
 
 import pandas as pd
 import pytest
 
+from facelib import layouts
 from facelib.errors import FacelibError
-from facelib.notebooks import NOTEBOOKS, REPO, run_series
+from facelib.notebooks import FIGURES_WITH_FACES, NOTEBOOKS, refresh_reference_figures, run_series, setup
 
 pytestmark = pytest.mark.slow
 FIGURES = [
+    "sample_faces",
     "attribute_counts",
     "one_identity",
     "pretext_curves",
@@ -21,18 +26,8 @@ FIGURES = [
     "roc",
     "score_histogram",
     "accuracy_by_pose",
+    "error_pairs",
 ]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("series")
-    with pytest.MonkeyPatch.context() as env:  # the kernels inherit these: data and caches stay in tmp
-        env.setenv("FACELIB_DATA", str(root / "data"))
-        env.setenv("FACELIB_CACHE", str(root / "cache"))
-        kept_figures = {path: path.stat().st_mtime for path in (REPO / "figures").glob("*.png")}
-        run_dir = run_series(profile="smoke", out=root / "run")
-    return run_dir, root / "data" / "synthetic-smoke", kept_figures
 
 
 def test_every_notebook_is_executed_without_error(smoke_run):
@@ -41,6 +36,17 @@ def test_every_notebook_is_executed_without_error(smoke_run):
         executed = json.loads((run_dir / f"{name}.ipynb").read_text())
         outputs = [o for cell in executed["cells"] for o in cell.get("outputs", [])]
         assert outputs and not [o for o in outputs if o["output_type"] == "error"], name
+
+
+def test_every_figure_is_shown_inline(smoke_run):
+    """A reader of the executed copy sees a picture for every figure the notebook keeps, not '<Figure ...>'."""
+    run_dir, _, _ = smoke_run
+    for name in NOTEBOOKS:
+        cells = json.loads((run_dir / f"{name}.ipynb").read_text())["cells"]
+        code = [cell for cell in cells if cell["cell_type"] == "code"]
+        figures = sum("".join(cell["source"]).count(".keep(") for cell in code)
+        images = sum("image/png" in output.get("data", {}) for cell in code for output in cell["outputs"])
+        assert figures and images >= figures, f"{name}: {images} images for {figures} figures"
 
 
 def test_training_files_and_inference_size(smoke_run):
@@ -87,6 +93,49 @@ def test_figures_are_saved_for_the_run_only(smoke_run):
     assert {path: path.stat().st_mtime for path in kept_figures} == kept_figures
 
 
+def test_reference_figures_of_real_data_show_no_faces(smoke_run, tmp_path):
+    run_dir, data, _ = smoke_run
+    synthetic = refresh_reference_figures(run_dir, synthetic=True, figures=tmp_path / "synthetic")
+    real = refresh_reference_figures(run_dir, synthetic=False, figures=tmp_path / "real")
+    assert set(synthetic) == {f"{name}.png" for name in FIGURES}
+    assert set(real) == {f"{data.name}_{name}.png" for name in FIGURES if name not in FIGURES_WITH_FACES}
+    assert sorted(path.name for path in (tmp_path / "real").iterdir()) == sorted(real)
+
+
+def test_a_run_folder_refuses_other_data(smoke_run, tmp_path):
+    """Its checkpoints would be resumed and scored on the new data: a one-line error naming both, before any work."""
+    run_dir, data, _ = smoke_run
+    other = tmp_path / "my_faces"
+    expected = re.escape(f"run folder {run_dir} was made from data {data}, not {other}")
+    with pytest.raises(FacelibError, match=expected):
+        run_series(profile="smoke", data=other, out=run_dir)
+    with pytest.raises(FacelibError, match=expected):  # the same from a notebook's own setup cell
+        setup(other, run_dir, "smoke")
+    assert json.loads((run_dir / "data.json").read_text()) == {"data": str(data)}
+
+
 def test_a_failing_cell_names_the_notebook_and_cell(tmp_path):
     with pytest.raises(FacelibError, match=r"01_data_exploration\.ipynb failed in cell \d+: DataError"):
         run_series(profile="smoke", data=tmp_path / "missing", out=tmp_path / "run", notebooks=NOTEBOOKS[:1])
+
+
+def test_plain_identity_folders_go_through_the_series(smoke_run, tmp_path, monkeypatch):
+    """No pose labels and no pairs: 02 says so and trains no pretext, 03 trains from scratch, 05 scores pairs
+    drawn with the seed."""
+    _, data, _ = smoke_run
+    folders = tmp_path / "my_faces"
+    images = layouts.load(data).images
+    for identity in images["identity"].unique()[:8]:
+        for number, path in enumerate(images.loc[images["identity"] == identity, "path"].iloc[:6]):
+            (folders / str(identity)).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, folders / str(identity) / f"{number}.png")
+    monkeypatch.setenv("FACELIB_CACHE", str(tmp_path / "cache"))
+
+    run_dir = run_series(profile="smoke", data=folders, out=tmp_path / "run")
+
+    pretext_notebook = (run_dir / "02_pretext_training.ipynb").read_text()
+    assert "no pretext labels" in pretext_notebook and not (run_dir / "pretext.pt").exists()
+    assert json.loads((run_dir / "config.json").read_text())["settings"]["init"] is None
+    result = json.loads((run_dir / "test_metrics.json").read_text())
+    assert result["threshold_source"] == "10-fold protocol" and 0 <= result["accuracy"] <= 1
+    assert result["pairs"] == 240  # 8 identities x 15 same-person pairs each, as many different-person pairs

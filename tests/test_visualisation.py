@@ -161,3 +161,27 @@ def test_pretext_accuracy_has_one_panel_per_task(tmp_path):
     assert [ax.get_title() for ax in fig.axes] == ["Pretext task: angle", "Pretext task: expression"]
     assert [text.get_text() for text in fig.axes[0].texts] == ["0.90\nn=10", "0.50\nn=12"]
     assert_png(visualisation.save(fig, tmp_path / "pretext.png"))
+
+
+def test_figures_show_themselves_as_png_in_a_notebook():
+    fig = visualisation.plot_roc([0.9, 0.1], [True, False])
+    assert fig._repr_png_().startswith(PNG_SIGNATURE)
+
+
+def test_pretext_accuracy_marks_chance_per_task():
+    report = pd.DataFrame({"task": ["angle"] * 3 + ["expression"] * 2, "class": [1, 2, 3, 1, 2], "accuracy": 0.5})
+    fig = visualisation.plot_pretext_accuracy(report)
+    chance = [line.get_ydata()[0] for ax in fig.axes for line in ax.get_lines()]
+    assert chance == pytest.approx([1 / 3, 1 / 2])
+
+
+def test_pairs_are_drawn_side_by_side_with_their_score(tmp_path):
+    faces = [tmp_path / f"{name}.png" for name in "abc"]
+    for path in faces:
+        Image.new("RGB", (8, 8), "white").save(path)
+    accepts = pd.DataFrame({"a": faces[:2], "b": faces[1:], "score": [0.9, 0.8]})
+    fig = visualisation.plot_pairs({"false accepts": accepts, "false rejects": accepts.iloc[:0]})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["score 0.90", "score 0.80"]
+    assert [sub._suptitle.get_text() for sub in fig.subfigs] == ["false accepts: 2 shown", "false rejects: none"]
+    assert_png(visualisation.save(fig, tmp_path / "pairs.png"))
