@@ -79,10 +79,10 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from facelib import evaluation
+    from facelib import evaluation, layouts
 
-    result = evaluation.evaluate_command(
-        args.data,
+    result = evaluation.evaluate(
+        layouts.load(args.data),
         args.model,
         split=args.split,
         protocol=args.protocol,
@@ -92,6 +92,7 @@ def cmd_evaluate(args):
         metric=args.metric,
         device=args.device,
         engine=args.engine,
+        progress=True,
     )
     if args.json:
         print(json.dumps(result, default=str))
@@ -104,10 +105,10 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
-    from facelib import evaluation
+    from facelib import evaluation, layouts
 
-    path = evaluation.predict_command(
-        args.data,
+    path = evaluation.predict(
+        layouts.load(args.data),
         args.model,
         split=args.split,
         out=args.out,
@@ -116,6 +117,7 @@ def cmd_predict(args):
         with_score=args.with_score,
         device=args.device,
         engine=args.engine,
+        progress=True,
     )
     print(f"predictions: {path}")
 

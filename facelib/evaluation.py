@@ -25,7 +25,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
-from facelib import export, imagecache, layouts, models
+from facelib import export, imagecache, models
 from facelib import options as checks
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_path
@@ -693,64 +693,3 @@ def predict(
         threshold = _calibrated_threshold(model, data, select_pairs(data, calibrate), metric, options)
     scores = embed_pairs(model, data.images, pairs, **options).scores(pairs, metric)
     return write_predictions(pairs, scores, threshold, out, with_score)
-
-
-# ----------------------------------------------------------------------------------------------- commands
-
-
-def evaluate_command(
-    data_root,
-    model_path,
-    split=None,
-    protocol=None,
-    folds=None,
-    calibrate_folds=None,
-    flip=True,
-    metric="cosine",
-    device="auto",
-    engine="torch",
-):
-    """`facelib evaluate`: load the data and the checkpoint, return `evaluate`'s dict."""
-    return evaluate(
-        layouts.load(data_root),
-        model_path,
-        split,
-        protocol,
-        folds,
-        calibrate_folds,
-        flip=flip,
-        metric=metric,
-        device=device,
-        engine=engine,
-        progress=True,
-    )
-
-
-def predict_command(
-    data_root,
-    model_path,
-    split,
-    out,
-    threshold=None,
-    calibrate=None,
-    with_score=False,
-    flip=True,
-    metric="cosine",
-    device="auto",
-    engine="torch",
-):
-    """`facelib predict`: a fixed `threshold` wins over `calibrate`. Returns the file written."""
-    return predict(
-        layouts.load(data_root),
-        model_path,
-        split,
-        out,
-        threshold,
-        calibrate,
-        with_score,
-        flip=flip,
-        metric=metric,
-        device=device,
-        engine=engine,
-        progress=True,
-    )
