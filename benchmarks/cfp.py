@@ -33,6 +33,7 @@ runs go there too. A full run writes benchmarks/results/cfp.json (one row per me
 import argparse
 import json
 import logging
+import operator
 import os
 import platform
 import sys
@@ -55,6 +56,7 @@ TRAIN_FOLDS = list(range(1, 9))
 HELD_OUT_FOLD = 9
 PROTOCOLS = ("FP", "FF")
 THRESHOLD_BLOCKS = 10
+STANDARDISE_SAMPLE = 1024  # training faces whose per-dimension mean and spread the "standardised" variant uses
 NETWORKS = {  # method -> (model kind, initialised from the pretext backbone)
     "triarchy": ("triarchy", True),
     "baseline": ("baseline", True),
@@ -104,6 +106,9 @@ def parse_args(argv=None):
         action="store_false",
         help="keep the uncentred embedding (facelib.training's train_identity centre=False)",
     )
+    parser.add_argument("--pose-aware", action="store_true", help="every identity shows both views in each batch")
+    parser.add_argument("--augment", default="default", help="augmentation recipe (facelib.imagecache.AUGMENTATIONS)")
+    parser.add_argument("--weight-decay", type=float, help="identity training weight decay (default: training's)")
     parser.add_argument("--classical-size", type=int, help=f"face size for HOG (full: {FULL['classical_size']})")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--seed", type=int, default=0)
@@ -112,8 +117,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--results",
         type=Path,
-        help="where cfp.json / cfp.md go (default: benchmarks/results for a full run of every "
-        "method, else the run folder, so partial runs never replace the published table)",
+        help="where cfp.json / cfp.md go (default: benchmarks/results, where each run's rows replace only the rows "
+        "of the same recipe, method and seed; --quick: the run folder)",
     )
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
@@ -123,8 +128,7 @@ def parse_args(argv=None):
     args.runs = args.runs or REPO / "benchmarks" / "runs" / ("cfp-quick" if args.quick else "cfp")
     if args.device == "auto":  # one concrete device for training and embedding alike
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    partial = args.quick or set(args.methods) != set(METHODS)
-    args.results = args.results or (args.runs if partial else REPO / "benchmarks" / "results")
+    args.results = args.results or (args.runs if args.quick else REPO / "benchmarks" / "results")
     return args
 
 
@@ -174,6 +178,24 @@ def train_pretext(args):
     )
 
 
+def levers(args):
+    """The identity-training options that differ from today's recipe, as short name -> value: they name the run
+    folder (so runs of different recipes never mix) and the results row."""
+    chosen = dict(
+        pose="aware" if args.pose_aware else None,
+        augment=None if args.augment == "default" else args.augment,
+        wd=args.weight_decay,
+    )
+    return {name: value for name, value in chosen.items() if value is not None}
+
+
+def recipe_name(args):
+    """How the results table names a recipe: size and budget, centring, then each lever."""
+    shown = [f"{args.image_size}px", f"{args.epochs} epochs", "centred" if args.centre else "uncentred"]
+    shown += [f"{name} {value}" for name, value in levers(args).items()]
+    return ", ".join(shown)
+
+
 def train_network(args, method, pretext):
     kind, uses_pretext = NETWORKS[method]
     out = run_folder(
@@ -184,8 +206,11 @@ def train_network(args, method, pretext):
         lr=args.lr,
         triplet=None if args.triplet_scale == "raw" else args.triplet_scale,
         centre="ed" if args.centre else None,
+        **levers(args),
     )  # raw, uncentred runs keep their old names
     options = {} if args.lr is None else {"lr": args.lr}  # else training's default
+    if args.weight_decay is not None:
+        options["weight_decay"] = args.weight_decay
     train(
         training.train_identity,
         out,
@@ -202,6 +227,8 @@ def train_network(args, method, pretext):
         device=args.device,
         triplet_scale=args.triplet_scale,
         centre=args.centre,
+        pose_aware=args.pose_aware,
+        augmentation=args.augment,
         **options,
     )
     return out
@@ -251,12 +278,14 @@ def score(images, pairs, vectors):
     return row
 
 
-def network_vectors(checkpoint, images, flip, device):
+def network_vectors(checkpoint, images, flip, device, centred=True):
     model = evaluation.resolve_model(checkpoint, device)
+    if not centred:  # the same weights, scored on the embedding before the centre is subtracted
+        model.centre.zero_()
     return evaluation.embed_images(model, images, flip=flip, device=device)
 
 
-def network_row(args, method, pretext, images, pairs):
+def network_row(args, method, pretext, images, pairs, train_sample):
     out = train_network(args, method, pretext)
     started = time.perf_counter()
     best = models.read_checkpoint(out / "model.pt")
@@ -265,6 +294,16 @@ def network_row(args, method, pretext, images, pairs):
         "no_flip": score(images, pairs, network_vectors(out / "model.pt", images, False, args.device)),
         "last_epoch": score(images, pairs, network_vectors(out / "last.pt", images, True, args.device)),
     }
+    if args.centre:  # what subtracting the training faces' mean embedding is worth, on the same weights
+        row["variants"]["uncentred"] = score(
+            images, pairs, network_vectors(out / "model.pt", images, True, args.device, centred=False)
+        )
+    # the unit embeddings with each dimension standardised over training faces: what the Baseline's BatchNorm on
+    # the embedding does beyond centring (it equalises the dimensions' scales before the cosine)
+    reference = network_vectors(out / "model.pt", train_sample, True, args.device)
+    spread = reference.std(axis=0) + 1e-8
+    vectors = network_vectors(out / "model.pt", images, True, args.device)
+    row["variants"]["standardised"] = score(images, pairs, (vectors - reference.mean(axis=0)) / spread)
     row.update(
         best_epoch=int(best["epoch"]),
         epochs=args.epochs,
@@ -335,13 +374,15 @@ def markdown(rows, header):
     lines = [
         *header,
         "",
-        "| Method | FP acc | FP AUC | FP EER | FF acc | FF AUC | FF EER | rank-1 | mAP | best epoch | train min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Recipe | Method | seed | FP acc | FP AUC | FP EER | FF acc | FF AUC | FF EER | rank-1 | mAP | best epoch "
+        "| train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         fp, ff, retrieval = row["FP"], row["FF"], row["retrieval"] or {}
         lines.append(
-            f"| {row['title']} | {cell(fp['accuracy'])} ± {cell(fp['accuracy_std'], 3)} | {cell(fp['auc'])} | "
+            f"| {row['recipe']} | {row['title']} | {row['seed']} | "
+            f"{cell(fp['accuracy'])} ± {cell(fp['accuracy_std'], 3)} | {cell(fp['auc'])} | "
             f"{cell(fp['eer'])} | {cell(ff['accuracy'])} ± {cell(ff['accuracy_std'], 3)} | {cell(ff['auc'])} | "
             f"{cell(ff['eer'])} | {cell(retrieval.get('rank1'))} | {cell(retrieval.get('mAP'))} | "
             f"{row.get('best_epoch', '–')}{'/' + str(row['epochs']) if 'best_epoch' in row else ''} | "
@@ -351,7 +392,8 @@ def markdown(rows, header):
     if variants:
         lines += ["", "Variants (FP / FF accuracy, 10-block thresholds):", ""]
         lines += [
-            f"- {row['title']}, {name.replace('_', ' ')}: {cell(v['FP']['accuracy'])} / {cell(v['FF']['accuracy'])}"
+            f"- {row['recipe']}, {row['title']}, seed {row['seed']}, {name.replace('_', ' ')}: "
+            f"{cell(v['FP']['accuracy'])} / {cell(v['FF']['accuracy'])}"
             f" (AUC {cell(v['FP']['auc'])} / {cell(v['FF']['auc'])})"
             for row, name, v in variants
         ]
@@ -381,18 +423,21 @@ def main(argv=None):
 
     data = layouts.load(args.data)
     images, pairs = held_out(data)
+    train_images = training.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
+    train_sample = train_images.sample(n=min(STANDARDISE_SAMPLE, len(train_images)), random_state=0)
     needs_pretext = any(NETWORKS.get(m, (None, False))[1] for m in args.methods) or "pretext-features" in args.methods
     pretext = train_pretext(args) if needs_pretext else None
 
     rows = []
     for method in tqdm(args.methods, desc="methods", unit="method"):
         if method in NETWORKS:
-            row = network_row(args, method, pretext, images, pairs)
+            row = network_row(args, method, pretext, images, pairs, train_sample)
         elif method == "pretext-features":
             row = pretext_row(args, pretext, images, pairs)
         else:
             row = classical_row(args, data, images, pairs)
-        rows.append({"method": method, "title": TITLES[method], **row})
+        recipe = f"{args.classical_size}px" if method == "classical" else recipe_name(args)
+        rows.append({"recipe": recipe, "method": method, "seed": args.seed, "title": TITLES[method], **row})
         log.info(
             "%s: FP %.3f (AUC %.3f) FF %.3f (AUC %.3f) rank-1 %s",
             method,
@@ -420,22 +465,28 @@ def write_results(args, rows, command, started, started_at):
     header = [
         f"# CFP fold {HELD_OUT_FOLD} (identities 401-450), trained on folds 1-8",
         "",
-        f"`{command}` — {started_at:%Y-%m-%d %H:%M} UTC, wall time {wall / 60:.1f} min "
-        f"({len(rows)} of {len(args.methods)} methods), {machine()}.",
-        f"Networks: {args.image_size}px, pretext {args.pretext_epochs} epochs, identity {args.epochs} epochs, "
-        f"PK batch {args.batch[0]}x{args.batch[1]}, lr {args.lr or 'default'}, "
-        f"triplet scale {args.triplet_scale}, "
-        f"best epoch chosen on fold {HELD_OUT_FOLD}; "
-        f"classical peer at {args.classical_size}px.",
+        "Each row: one method trained with one recipe and seed (`benchmarks/cfp.py`; its command, date, machine and "
+        "full settings are in cfp.json). Recipe: input size, identity epochs, centring, and every option that "
+        "differs from the script's defaults; all networks use a 3-epoch pretext (view + facing), PK batches "
+        f"16x4, lr 1e-3, triplet scale batch, and the best epoch on fold {HELD_OUT_FOLD}.",
         f"Accuracy: mean ± std over {THRESHOLD_BLOCKS} blocks of fold-{HELD_OUT_FOLD} pairs, each judged at the "
         "threshold best on the other blocks; AUC / EER on all 700 pairs per protocol; retrieval: 500 frontal "
         "gallery faces, 200 profile probes. Train min: the method's own training epochs (the pretext run, "
         "shared by the pretext-initialised networks, is the pretext-features row's).",
     ]
+    rows = merged(args.results / "cfp.json", rows)
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.results / "cfp.json", json.dumps(rows, indent=2, default=_json_default) + "\n")
     atomic_write_text(args.results / "cfp.md", markdown(rows, header))
     log.info("wrote %s and %s after %.1f min", args.results / "cfp.json", args.results / "cfp.md", wall / 60)
+
+
+def merged(path, rows):
+    """The rows already in `path`, with those of the same recipe, method and seed replaced by `rows`."""
+    key = operator.itemgetter("recipe", "method", "seed")
+    fresh = {key(row) for row in rows}
+    kept = [row for row in (json.loads(path.read_text()) if path.is_file() else []) if key(row) not in fresh]
+    return kept + rows
 
 
 def _json_default(value):

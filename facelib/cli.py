@@ -52,6 +52,7 @@ def training_options(args):
         batch=args.batch and tuple(args.batch),
         seed=args.seed,
         train_folds=args.train_folds,
+        augmentation=args.augment,
         device=args.device,
         resume=args.resume,
         overwrite=args.overwrite,
@@ -74,7 +75,15 @@ def cmd_train(args):
         options["val_folds"] = args.val_folds
     if args.triplet_scale:
         options["triplet_scale"] = args.triplet_scale
-    path = training.train_identity(args.data, args.out, init=args.init, model=args.model, centre=args.centre, **options)
+    path = training.train_identity(
+        args.data,
+        args.out,
+        init=args.init,
+        model=args.model,
+        centre=args.centre,
+        pose_aware=args.pose_aware,
+        **options,
+    )
     print(f"best model: {path}")
 
 
@@ -181,6 +190,11 @@ def add_training_arguments(parser):
     )
     parser.add_argument("--seed", type=options.cli_type(options.seed))
     parser.add_argument("--train-folds", type=fold_list, help="CFP protocol folds to train on, e.g. 1-8")
+    parser.add_argument(
+        "--augment",
+        metavar="default|strong",
+        help="batch augmentation recipe (facelib.imagecache.AUGMENTATIONS; default: default)",
+    )
     add_device_argument(parser)
     run = parser.add_mutually_exclusive_group()
     run.add_argument("--resume", action="store_true", help="continue the run in --out with its own settings")
@@ -251,6 +265,11 @@ def build_parser():
         dest="centre",
         action="store_false",
         help="keep the original's uncentred embedding (default: subtract the training faces' mean embedding)",
+    )
+    p.add_argument(
+        "--pose-aware",
+        action="store_true",
+        help="every identity in a batch shows each of its views (frontal / profile) at least once",
     )
     p.set_defaults(handler=cmd_train)
 

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from facelib import evaluation, imagecache, layouts, losses, models, options
 from facelib.errors import FacelibError
-from facelib.imagecache import Augmentation, load_images
+from facelib.imagecache import AUGMENTATIONS, Augmentation, load_images
 from facelib.io_utils import atomic_save, atomic_write_text, remove_stale_temporaries
 from facelib.sampler import PKSampler
 
@@ -130,6 +130,7 @@ def train_identity(
     center_weight=5e-4,
     center_lr=0.5,
     centre=True,
+    pose_aware=False,
     augmentation=None,
     cache_dir=None,
     progress=True,
@@ -142,7 +143,8 @@ def train_identity(
     triplet distances are measured between, "batch" (divided by the batch's mean norm; the default), "raw" (the
     original) or "unit" (see facelib.losses). centre: after every epoch, measure the mean embedding of a
     fixed sample of training faces and subtract it before the cosine (`models.EmbeddingNet`; False gives the
-    original's uncentred embedding). resume: continue from RUN/last.pt with the settings stored in
+    original's uncentred embedding). pose_aware: each identity's K images in a batch include one of every
+    view it has (frontal / profile; facelib.sampler). resume: continue from RUN/last.pt with the settings stored in
     it, to the same final weights (the stored settings win over this call's: a warning names any that
     differ). overwrite: replace the identity run RUN holds; without it, or resume, such a run is kept and
     the call refused.
@@ -173,6 +175,7 @@ def train_identity(
         center_weight=center_weight if model == "triarchy" else None,
         center_lr=center_lr if model == "triarchy" else None,
         centre=centre,
+        pose_aware=pose_aware,
         augmentation=_augmentation(augmentation),
     )
     p, k = options.batch(batch)
@@ -206,7 +209,12 @@ def _checked(settings):
 
 
 def _augmentation(augmentation):
-    """The batch augmentation's settings as a dict (stored in the config): default, a dict or an Augmentation."""
+    """The batch augmentation's settings as a dict (stored in the config): default, a recipe name
+    (imagecache.AUGMENTATIONS), a dict or an Augmentation."""
+    if isinstance(augmentation, str):
+        if augmentation not in AUGMENTATIONS:
+            raise FacelibError(f"augmentation: expected one of {', '.join(AUGMENTATIONS)}, got {augmentation!r}")
+        augmentation = AUGMENTATIONS[augmentation]
     if isinstance(augmentation, Augmentation):
         return asdict(augmentation)
     return asdict(Augmentation(**(augmentation or {})))
@@ -691,7 +699,13 @@ def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
     p, k = settings["batch"]
     try:
         sampler = PKSampler(
-            images["identity"].to_numpy(), p, k, seed=settings["seed"], rank=runtime.rank, world_size=runtime.world_size
+            images["identity"].to_numpy(),
+            p,
+            k,
+            seed=settings["seed"],
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+            views=images["view"].to_numpy() if settings.get("pose_aware") else None,
         )
     except ValueError as error:
         raise FacelibError(f"--batch {p} {k}: {error}") from None

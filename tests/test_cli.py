@@ -64,6 +64,21 @@ def test_triplet_scale_reaches_the_trainer(monkeypatch, flag, scale):
     assert received.get("triplet_scale") == scale  # absent: training's default
 
 
+@pytest.mark.parametrize(
+    "flag, pose_aware, augmentation",
+    [([], False, None), (["--pose-aware", "--augment", "strong"], True, "strong")],
+)
+def test_pose_aware_and_augment_reach_the_trainer(monkeypatch, flag, pose_aware, augmentation):
+    from facelib import training
+
+    received = {}
+    monkeypatch.setattr(training, "train_identity", lambda *args, **options: received.update(options) or "RUN")
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", *flag])
+    args.handler(args)
+    assert received["pose_aware"] is pose_aware
+    assert received.get("augmentation") == augmentation  # absent: training's default
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "synthetic"

@@ -165,3 +165,13 @@ def test_augmentation_is_per_sample_seeded_and_shaped():
     assert ((zeros >= 2) & (zeros <= 0.2 * 256 + 16)).all()
     x, flipped = NO_AUGMENTATION(batch, torch.Generator().manual_seed(1))
     assert torch.allclose(x, to_model_input(batch), atol=1e-5) and not flipped.any()
+
+
+def test_grayscale_augmentation_drops_colour_in_about_its_share_of_samples():
+    batch = torch.zeros((200, 3, 8, 8), dtype=torch.uint8)
+    batch[:, 0] = 200  # pure red faces
+    x, _ = replace(NO_AUGMENTATION, grayscale=0.3)(batch, torch.Generator().manual_seed(0))
+    gray = (x[:, 0] == x[:, 1]).all(-1).all(-1) & (x[:, 1] == x[:, 2]).all(-1).all(-1)
+    assert 0.2 < gray.float().mean() < 0.4
+    assert torch.allclose(x[~gray], to_model_input(batch[~gray]), atol=1e-5)  # the others keep their colour
+    assert torch.allclose(x[gray], torch.tensor(0.299 * 200 / 127.5 - 1), atol=1e-2)  # luminance, not a mean

@@ -50,3 +50,32 @@ def test_ranks_split_one_batch_sequence():
 def test_too_few_identities_is_a_clear_error():
     with pytest.raises(ValueError, match="at least P=7 identities"):
         PKSampler(LABELS, p=7, k=2)
+
+
+def test_pose_aware_batches_hold_every_view_of_each_identity():
+    # like CFP: 10 frontal + 4 profile images per identity; identity "b" has no profile at all
+    labels = ["a"] * 14 + ["b"] * 6 + ["c"] * 14
+    views = (["frontal"] * 10 + ["profile"] * 4) + ["frontal"] * 6 + (["frontal"] * 10 + ["profile"] * 4)
+    plain = PKSampler(labels, p=2, k=4, seed=0)
+    aware = PKSampler(labels, p=2, k=4, seed=0, views=views)
+    missed = 0
+    for epoch in range(30):
+        plain.set_epoch(epoch)
+        aware.set_epoch(epoch)
+        for batch in plain:
+            missed += sum(labels[g[0]] != "b" and all(views[i] == "frontal" for i in g) for g in (batch[:4], batch[4:]))
+        for batch in aware:
+            for group in (batch[:4], batch[4:]):
+                assert len(group) == 4 and len({labels[i] for i in group}) == 1
+                assert len(set(group)) == 4  # still without replacement
+                if labels[group[0]] != "b":
+                    assert {views[i] for i in group} == {"frontal", "profile"}
+    assert missed > 0  # uniform draws do miss the profiles, which is what the option is for
+
+
+def test_pose_aware_identity_with_fewer_images_than_k_still_fills_its_k():
+    labels, views = ["a", "a", "b", "b", "b", "b"], ["frontal", "profile", "frontal", "frontal", "profile", "profile"]
+    for batch in PKSampler(labels, p=2, k=4, seed=0, views=views):
+        assert len(batch) == 8
+        group_a = [i for i in batch if labels[i] == "a"]
+        assert len(group_a) == 4 and set(group_a) == {0, 1}

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from PIL import Image
 
 from facelib import layouts, losses, models, training
 from facelib.errors import FacelibError
+from facelib.imagecache import AUGMENTATIONS, Augmentation
 
 SIZE = 32  # pixels: tiny images keep every run here to a few seconds on 2 CPU cores
 YAW = {1: -45.0, 2: 0.0, 3: 45.0}  # camera code -> yaw, so each side view has a mirror code
@@ -261,3 +263,32 @@ def test_identity_models_store_the_centre_of_their_training_embeddings(tiny_data
     plain = training.train_identity(tiny_data, tmp_path / "plain", epochs=1, centre=False, **FAST)
     assert models.read_checkpoint(centred)["embedder"]["centre"].norm() > 0
     assert torch.equal(models.read_checkpoint(plain)["embedder"]["centre"], torch.zeros(512))
+
+
+def test_pose_aware_training_draws_batches_by_view(tiny_data, tmp_path, monkeypatch):
+    seen = []
+
+    class Spy(training.PKSampler):
+        def __init__(self, *args, views=None, **kwargs):
+            seen.append(views)
+            super().__init__(*args, views=views, **kwargs)
+
+    monkeypatch.setattr(training, "PKSampler", Spy)
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    meta = pd.read_csv(data / "train" / "train_meta.csv")
+    meta["cam_angle"] = np.where(meta["yaw"].abs() < 30, "front", "side")  # the challenge's column gives the view
+    meta.to_csv(data / "train" / "train_meta.csv", index=False)
+    run = training.train_identity(data, tmp_path / "aware", epochs=1, pose_aware=True, **FAST)
+    assert set(seen[0]) == {"frontal", "profile"}
+    assert models.read_checkpoint(run)["config"]["settings"]["pose_aware"] is True
+    training.train_identity(data, tmp_path / "plain", epochs=1, **FAST)
+    assert seen[1] is None
+
+
+def test_augmentation_recipes_by_name(tiny_data, tmp_path):
+    with pytest.raises(FacelibError, match="augmentation: expected one of default, strong, got 'sparkly'"):
+        training.train_identity(tiny_data, tmp_path / "run", epochs=1, augmentation="sparkly", **FAST)
+    assert not (tmp_path / "run").exists()  # refused before any work
+    run = training.train_identity(tiny_data, tmp_path / "strong", epochs=1, augmentation="strong", **FAST)
+    stored = models.read_checkpoint(run)["config"]["settings"]["augmentation"]
+    assert Augmentation(**stored) == AUGMENTATIONS["strong"]
