@@ -109,6 +109,8 @@ def parse_args(argv=None):
     parser.add_argument("--pose-aware", action="store_true", help="every identity shows both views in each batch")
     parser.add_argument("--augment", default="default", help="augmentation recipe (facelib.imagecache.AUGMENTATIONS)")
     parser.add_argument("--weight-decay", type=float, help="identity training weight decay (default: training's)")
+    parser.add_argument("--label-smoothing", type=float, help="default: training's (0.1 Triarchy, 0 Baseline)")
+    parser.add_argument("--center-weight", type=float, help="Triarchy's center-loss weight (default: training's)")
     parser.add_argument("--classical-size", type=int, help=f"face size for HOG (full: {FULL['classical_size']})")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--seed", type=int, default=0)
@@ -185,6 +187,8 @@ def levers(args):
         pose="aware" if args.pose_aware else None,
         augment=None if args.augment == "default" else args.augment,
         wd=args.weight_decay,
+        smoothing=args.label_smoothing,
+        center=args.center_weight,
     )
     return {name: value for name, value in chosen.items() if value is not None}
 
@@ -209,8 +213,9 @@ def train_network(args, method, pretext):
         **levers(args),
     )  # raw, uncentred runs keep their old names
     options = {} if args.lr is None else {"lr": args.lr}  # else training's default
-    if args.weight_decay is not None:
-        options["weight_decay"] = args.weight_decay
+    for name in ("weight_decay", "label_smoothing", "center_weight"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     train(
         training.train_identity,
         out,
