@@ -392,7 +392,7 @@ class IdentityTask:
             label_smoothing=s["label_smoothing"],
             triplet_weight=s["triplet_weight"],
             center_weight=s["center_weight"] or 0.0,
-            use_center=s["kind"] == "triarchy",
+            use_center=s["kind"] == "triarchy" and bool(s["center_weight"]),  # weight 0: no center loss at all
             triplet_scale=_triplet_scale(s),
         )
         return model, criterion
