@@ -23,7 +23,7 @@ Methods (all scored by cosine similarity of L2-normalised embeddings, every imag
     baseline              the same pretext -> Baseline (BatchNorm after the embedding, no center loss)
     triarchy-no-pretext   Triarchy from random initialisation
     pretext-features      the pretext backbone's pooled 1280-d features, no identity training
-    classical             HOG + PCA + LDA fit on folds 1-8 (facelib.classical)
+    classical             HOG + PCA + LDA fit on folds 1-8 (facelib.classical), on box crops even with --align
 
 Files: benchmarks/runs/<tag>/ (git-ignored) holds every training run, named by its settings, so a second
 invocation reuses finished runs and resumes interrupted ones; benchmark.log and the results of --quick
@@ -106,6 +106,11 @@ def parse_args(argv=None):
         action="store_false",
         help="keep the uncentred embedding (facelib.training's train_identity centre=False)",
     )
+    parser.add_argument(
+        "--align",
+        action="store_true",
+        help="warp faces onto their view's landmark template (facelib.alignment) in pretext and identity training",
+    )
     parser.add_argument("--pose-aware", action="store_true", help="every identity shows both views in each batch")
     parser.add_argument("--augment", default="default", help="augmentation recipe (facelib.imagecache.AUGMENTATIONS)")
     parser.add_argument("--weight-decay", type=float, help="identity training weight decay (default: training's)")
@@ -165,7 +170,7 @@ def train(trainer, out, checkpoint_name, epochs, **options):
 
 
 def train_pretext(args):
-    out = run_folder(args, "pretext", args.pretext_epochs)
+    out = run_folder(args, "pretext", args.pretext_epochs, faces=aligned_faces(args))
     return train(
         training.train_pretext,
         out,
@@ -173,6 +178,7 @@ def train_pretext(args):
         args.pretext_epochs,
         data_root=args.data,
         image_size=args.image_size,
+        align=args.align,
         batch=tuple(args.batch),
         seed=args.seed,
         train_folds=TRAIN_FOLDS,
@@ -180,10 +186,16 @@ def train_pretext(args):
     )
 
 
+def aligned_faces(args):
+    """The alignment lever's name part: it shapes the pretext as well as the identity training."""
+    return "aligned" if args.align else None
+
+
 def levers(args):
     """The identity-training options that differ from today's recipe, as short name -> value: they name the run
     folder (so runs of different recipes never mix) and the results row."""
     chosen = dict(
+        faces=aligned_faces(args),
         pose="aware" if args.pose_aware else None,
         augment=None if args.augment == "default" else args.augment,
         wd=args.weight_decay,
@@ -225,6 +237,7 @@ def train_network(args, method, pretext):
         model=kind,
         init=pretext if uses_pretext else None,
         image_size=args.image_size,
+        align=args.align,
         batch=tuple(args.batch),
         seed=args.seed,
         train_folds=TRAIN_FOLDS,

@@ -49,6 +49,7 @@ def training_options(args):
     options = dict(
         epochs=args.epochs,
         image_size=args.image_size,
+        align=args.align,
         batch=args.batch and tuple(args.batch),
         seed=args.seed,
         train_folds=args.train_folds,
@@ -180,6 +181,13 @@ def add_training_arguments(parser):
         "--image-size",
         type=options.cli_type(options.image_size),
         help=f"square input size in pixels, {options.MIN_IMAGE_SIZE}-{options.MAX_IMAGE_SIZE} (the original used 112)",
+    )
+    parser.add_argument(
+        "--align",
+        action="store_true",
+        default=None,
+        help="warp each face onto its view's landmark template instead of cropping its box (CFP fiducials; faces "
+        "without usable landmarks, and layouts without any, keep the box); the trained model embeds faces the same way",
     )
     parser.add_argument(
         "--batch",

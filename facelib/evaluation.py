@@ -88,7 +88,9 @@ def _embed_cached(model, images, batch_size, flip, cache, device, progress):
 def _faces(model, images, cache_dir, progress):
     if not isinstance(images, pd.DataFrame):
         return images
-    return imagecache.load_images(images, _image_size(model), cache_dir=cache_dir, progress=progress)
+    return imagecache.load_images(
+        images, _image_size(model), cache_dir=cache_dir, progress=progress, align=_aligned(model)
+    )
 
 
 def _image_size(model):
@@ -97,11 +99,16 @@ def _image_size(model):
     return int(model.image_size)
 
 
+def _aligned(model):
+    """Whether `model` takes landmark-aligned faces (`.align`, set by models.load_embedder); else boxes."""
+    return bool(getattr(model, "align", False))
+
+
 def _embedding_key(model, images, flip):
     digest = hashlib.sha256(f"facelib-embeddings v{EMBEDDING_CACHE_FORMAT} flip={bool(flip)}\n".encode())
     digest.update(weights_digest(model))
     if isinstance(images, pd.DataFrame):
-        digest.update(imagecache.cache_key(images, _image_size(model)).encode())
+        digest.update(imagecache.cache_key(images, _image_size(model), _aligned(model)).encode())
     else:
         digest.update(str(tuple(images.shape)).encode())
         digest.update(images.contiguous().cpu().numpy().tobytes())
@@ -506,7 +513,10 @@ def pretext_accuracy(checkpoint, images, batch_size=128, device=None, cache_dir=
     model = models.PretextNet(state["heads"])
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    faces = imagecache.load_images(images, state["config"]["image_size"], cache_dir, progress=False)
+    config = state["config"]
+    faces = imagecache.load_images(
+        images, config["image_size"], cache_dir, progress=False, align=models.faces_aligned(config["settings"])
+    )
     logits = {name: [] for name in state["heads"]}
     for batch in torch.split(faces, batch_size):
         for name, values in model(imagecache.to_model_input(batch.to(device))).items():

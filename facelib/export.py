@@ -12,13 +12,14 @@ so a pair is "same" when the cosine of two embeddings (their dot product) is >= 
 """
 
 import hashlib
+import json
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from facelib import imagecache, models
+from facelib import alignment, imagecache, models
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_path
 
@@ -76,6 +77,22 @@ def threshold_metadata(verification):
     }
 
 
+def crop_metadata(align):
+    """How the model's faces are cut from a photo: for a model trained on aligned faces, the landmark templates
+    (facelib.alignment) that its faces were warped onto."""
+    centre = "centre square of the photo, resized to input_size x input_size with antialiasing"
+    if not align:
+        return {"align": "false", "crop": centre}
+    return {
+        "align": "true",
+        "crop": "a similarity transform (least squares) that puts the face's landmarks on the template of its view "
+        "(align_templates: unit-square coordinates; frontal: visible eye centre, nose tip, mouth corner, mouth "
+        "centre; profile facing right: eye centre, nose tip, mouth corner, chin; mirrored for profiles facing "
+        f"left), output input_size x input_size with antialiasing; without landmarks: {centre}",
+        "align_templates": json.dumps({view: points.tolist() for view, points in alignment.TEMPLATES.items()}),
+    }
+
+
 def write_onnx(net, out, extra_metadata=None):
     """Export an EmbeddingNet with `.image_size` (put in eval mode) to `out`, with facelib's metadata."""
     import onnx
@@ -91,7 +108,7 @@ def write_onnx(net, out, extra_metadata=None):
         "input_mean": ",".join(map(str, INPUT_MEAN)),
         "input_std": ",".join(map(str, INPUT_STD)),
         "input_scale": "x = (pixel / 255 - mean) / std",
-        "crop": "centre square of the photo, resized to input_size x input_size with antialiasing",
+        **crop_metadata(getattr(net, "align", False)),
         "flip_averaging": "true",
         "l2_normalized": "true",
         "output": "L2-normalise(L2-normalise(net(x)) + L2-normalise(net(mirror(x)))); score = dot product",
@@ -139,7 +156,7 @@ def file_digest(path):
 
 class OnnxEmbedder:
     """An exported model run by ONNX Runtime on the CPU: called with model input (imagecache.to_model_input),
-    it returns the final, flip-averaged and L2-normalised embeddings. `image_size`, `verification` and
+    it returns the final, flip-averaged and L2-normalised embeddings. `image_size`, `align`, `verification` and
     `digest` mirror what evaluation needs from a torch model."""
 
     def __init__(self, path, threads=None):
@@ -164,6 +181,7 @@ class OnnxEmbedder:
             raise FacelibError(f"{path}: not an ONNX model exported by `facelib export`")
         self.path = path
         self.image_size = int(self.metadata["input_size"])
+        self.align = self.metadata.get("align") == "true"
         self.kind = self.metadata.get("kind")
         self.verification = (
             {"threshold": float(self.metadata["threshold"]), "metric": self.metadata["metric"]}
@@ -189,4 +207,5 @@ def onnx_engine(model, cache_dir=None):
         write_onnx(model, path, {"kind": str(getattr(model, "kind", "unknown"))})
     engine = OnnxEmbedder(path)
     engine.verification = getattr(model, "verification", None)
+    engine.align = getattr(model, "align", False)
     return engine

@@ -1,12 +1,13 @@
 """Fast input pipeline: decode every face once into a cached uint8 tensor, augment whole batches as tensors.
 
 Training never decodes a JPEG per epoch: `load_images` turns an image table into one uint8 tensor
-[N, 3, size, size] (face crop, resized with antialiasing), stored on disk as a .npy file under a key made of
-the paths, modification times, file sizes, crop boxes and size, so a second run (or a second process)
-loads it in a fraction of a second and any changed file gives a new key. The faces are decoded straight
-into that file, memory-mapped, one chunk at a time, so a large set (K-Face's 66,150 training faces are
-2.5 GB at 112 px) never needs twice its size in memory, and an interrupted decoding resumes after the last
-finished chunk. The tensor returned maps the file (copy-on-write): the operating system pages it in and
+[N, 3, size, size] (face crop, resized with antialiasing; with `align`, faces with landmarks are warped onto
+their view's template instead, facelib.alignment), stored on disk as a .npy file under a key made of the paths,
+modification times, file sizes, crop boxes (and, aligned, landmarks and templates) and size, so a second run
+(or a second process) loads it in a fraction of a second and any changed file gives a new key. The faces are
+decoded straight into that file, memory-mapped, one chunk at a time, so a large set (K-Face's 66,150 training
+faces are 2.5 GB at 112 px) never needs twice its size in memory, and an interrupted decoding resumes after the
+last finished chunk. The tensor returned maps the file (copy-on-write): the operating system pages it in and
 may page it out again. `Augmentation` then applies
 flip / scale / shift / rotation (one `grid_sample`), brightness / contrast and random erasing to a
 whole batch at once, each sample with its own random parameters.
@@ -20,6 +21,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -29,7 +31,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from facelib import options
+from facelib import alignment, options
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_write_text
 
@@ -96,13 +98,23 @@ def _box_or_none(box):
     return tuple(float(v) for v in box)
 
 
-def decode_face(path, box, size):
-    """One image as uint8 [3, size, size]: the `box` crop (zero-padded where it leaves the image) or the
-    centre square, resized with antialiasing."""
+def _landmarks_or_none(landmarks):
+    """The table's `landmarks` cell as a tuple of (x, y) pairs, or None where there are none."""
+    if landmarks is None or (not isinstance(landmarks, (tuple, list, np.ndarray)) and pd.isna(landmarks)):
+        return None
+    return tuple((float(x), float(y)) for x, y in landmarks)
+
+
+def decode_face(path, box, size, landmarks=None, target=None):
+    """One image as uint8 [3, size, size]: with `landmarks` and `target` (facelib.alignment), warped so that the
+    landmarks land on the target; else the `box` crop (zero-padded where it leaves the image) or the centre
+    square, resized with antialiasing."""
     try:
         image = decode_image(str(path), mode=ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as error:
         raise FacelibError(f"{path}: cannot decode image ({error})") from None
+    if landmarks is not None:
+        return alignment.warp(image, landmarks, target, size)
     if box is None:
         image = TF.center_crop(image, [min(image.shape[-2:])] * 2)
     else:
@@ -113,33 +125,59 @@ def decode_face(path, box, size):
     return TF.resize(image, [size, size], antialias=True)
 
 
-def cache_key(images, size):
-    """Hex digest identifying exactly these files (path, mtime, byte size), crops and output size."""
-    digest = hashlib.sha256(f"facelib-images v{CACHE_FORMAT} size={size}\n".encode())
-    boxes = images["box"] if "box" in images else [None] * len(images)
-    for path, box in zip(images["path"], boxes):
+class _Face(NamedTuple):
+    """What `decode_face` needs of one image besides the size."""
+
+    path: str
+    box: tuple
+    landmarks: tuple
+    target: tuple
+
+
+def _faces_to_decode(images, align):
+    """A _Face per row of `images`. Landmarks and target are None unless `align` and the row has landmarks (only
+    CFP has them): such a face keeps its box."""
+    columns = [
+        images[name] if name in images else [None] * len(images) for name in ("box", "landmarks", "view", "facing")
+    ]
+    jobs = []
+    for path, box, landmarks, view, facing in zip(images["path"], *columns):
+        landmarks = _landmarks_or_none(landmarks) if align else None
+        target = None if landmarks is None else tuple(map(tuple, alignment.template(view, facing).tolist()))
+        jobs.append(_Face(path, _box_or_none(box), landmarks, target))
+    return jobs
+
+
+def cache_key(images, size, align=False):
+    """Hex digest identifying exactly these files (path, mtime, byte size), crops (with `align`, also landmarks and
+    templates) and output size. Unaligned keys are those of earlier versions, so their cached faces stay valid."""
+    digest = hashlib.sha256(f"facelib-images v{CACHE_FORMAT} size={size}{' aligned' if align else ''}\n".encode())
+    for face in _faces_to_decode(images, align):
         try:
-            stat = os.stat(path)
+            stat = os.stat(face.path)
         except OSError:
-            raise FacelibError(f"{path}: image file not found") from None
-        digest.update(f"{path}\t{stat.st_mtime_ns}\t{stat.st_size}\t{_box_or_none(box)}\n".encode())
+            raise FacelibError(f"{face.path}: image file not found") from None
+        crop = f"{face.box}\t{face.landmarks}\t{face.target}" if align else str(face.box)
+        digest.update(f"{face.path}\t{stat.st_mtime_ns}\t{stat.st_size}\t{crop}\n".encode())
     return digest.hexdigest()
 
 
-def load_images(images, size, cache_dir=None, progress=True):
+def load_images(images, size, cache_dir=None, progress=True, align=False):
     """uint8 tensor [N, 3, size, size] of the faces in `images` (rows in table order), decoded once and
-    cached in `cache_dir` (default: $FACELIB_CACHE or ~/.cache/facelib; capped by `prune`)."""
+    cached in `cache_dir` (default: $FACELIB_CACHE or ~/.cache/facelib; capped by `prune`). `align`: warp each
+    face with landmarks onto its view's template (facelib.alignment); the others keep their box."""
     size = options.whole_number("image size", size, 1, options.MAX_IMAGE_SIZE)
     shape = (len(images), 3, size, size)
     if not len(images):
         return torch.empty(shape, dtype=torch.uint8)
-    cache_file = cache_folder(cache_dir) / f"faces-{size}px-{len(images)}-{cache_key(images, size)[:24]}.npy"
+    key = cache_key(images, size, align)
+    cache_file = cache_folder(cache_dir) / f"faces-{size}px-{len(images)}-{key[:24]}.npy"
     cached = _open_faces(cache_file, shape)
     if cached is not None:
         touch(cache_file)
         return cached
     limit = cache_limit_bytes()  # a bad setting fails before the decoding, not after
-    _decode_into(cache_file, images, size, progress)
+    _decode_into(cache_file, _faces_to_decode(images, align), size, progress)
     if cache_file.stat().st_size > limit:
         warnings.warn(
             f"{cache_file} ({cache_file.stat().st_size / 2**20:.0f} MB) is larger than the cache limit "
@@ -162,23 +200,24 @@ def _open_faces(path, shape):
     return torch.from_numpy(faces)
 
 
-def _decode_into(cache_file, images, size, progress):
-    """Decode the faces into `cache_file`, CHUNK_IMAGES at a time into a memory-mapped CACHE.partial, whose count
-    of finished faces (CACHE.done) lets an interrupted run resume; renamed into place when complete."""
-    shape = (len(images), 3, size, size)
+def _decode_into(cache_file, jobs, size, progress):
+    """Decode the faces of `jobs` (_Face) into `cache_file`, CHUNK_IMAGES at a time into a memory-mapped
+    CACHE.partial, whose count of finished faces (CACHE.done) lets an interrupted run resume; renamed into place
+    when complete."""
+    shape = (len(jobs), 3, size, size)
     partial, done_file = (cache_file.with_name(f"{cache_file.name}.{suffix}") for suffix in ("partial", "done"))
     faces, done = _resume(partial, done_file, shape)
     if faces is None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         faces, done = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape), 0
-    boxes = images["box"].map(_box_or_none) if "box" in images else [None] * len(images)
-    jobs = list(zip(images["path"], boxes))
     bar = tqdm(total=len(jobs), initial=done, desc=f"decoding {size}px faces", unit="img", disable=not progress)
     # Decoding and resizing release the GIL, so threads decode in parallel without process start-up costs.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, bar:
         for start in range(done, len(jobs), CHUNK_IMAGES):
             chunk = jobs[start : start + CHUNK_IMAGES]
-            for offset, face in enumerate(pool.map(lambda job: decode_face(*job, size), chunk)):
+            for offset, face in enumerate(
+                pool.map(lambda job: decode_face(job.path, job.box, size, job.landmarks, job.target), chunk)
+            ):
                 faces[start + offset] = face.numpy()
                 bar.update()
             faces.flush()  # the faces first, then the count that vouches for them

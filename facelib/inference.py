@@ -2,7 +2,8 @@
 this gallery looks most like this photo (`search`).
 
 Photos of any size are read as the data layer reads a face without a box: the centre square, resized to the
-model's input size (imagecache.decode_face). Embeddings come from evaluation.embed_images (mirror-averaged,
+model's input size (imagecache.decode_face); a model trained on landmark-aligned faces (`--align`) gets the same
+centre square, since a user's photo carries no landmarks. Embeddings come from evaluation.embed_images (mirror-averaged,
 L2-normalised), with torch or ONNX Runtime (`engine`). A gallery's embeddings are cached by embed_images under
 a key of the model's weights and every image's path, modification time and size, so a second search embeds
 only the probe, and a changed model or image gives a new key.

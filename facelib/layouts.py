@@ -19,6 +19,9 @@ Conventions shared by all sources:
 - ``facing`` is that direction in words, 'left' or 'right'; None for frontal CFP images (their fiducials mark one
   half of the face only, so they carry no reliable direction) and wherever the pose is unknown.
 - ``box`` is (x0, y0, x1, y1), a square crop in pixels (x1, y1 exclusive) that the image cache uses to crop faces.
+- ``landmarks`` is the points facelib.alignment warps onto its template for the image's view, ((x, y), ...) in
+  pixels; None where the source has no landmarks (every layout but CFP) or one of them is missing or outside the
+  image, and an aligned face then falls back to its box.
 """
 
 import os
@@ -47,6 +50,7 @@ IMAGE_COLUMNS = {
     "light": "Int64",
     "facing": object,
     "box": object,
+    "landmarks": object,
 }
 # `same` is NA for an unlabelled pair (the challenge's test file holds dummy labels)
 PAIR_COLUMNS = {"a": object, "b": object, "same": "boolean", "split": object, "fold": "Int64", "protocol": object}
@@ -59,10 +63,22 @@ KFACE_VIEWS = {"front": "frontal", "side": "profile"}  # train_meta.csv's cam_an
 KFACE_RENDER_FILE = "render_meta.csv"  # optional per-image metadata the challenge's files lack (synthetic set)
 CFP_IDENTITIES_PER_FOLD = 50
 # CFP fiducial indices (30 points): 0-8 the jaw contour from the ear (or cheek) down to the chin,
-# 18-21 the nose ridge down to its tip, 22-24 the nose base.
+# 9-11 the eyebrow, 12-17 the eye's outline, 18-21 the nose ridge down to its tip, 22-24 the nose base,
+# 25 the mouth corner, 26-29 the lips' middle from the upper lip's top to the lower lip's bottom.
 CFP_JAW_TOP = slice(0, 5)
 CFP_NOSE = slice(18, 25)
 CFP_NOSE_RIDGE = slice(18, 22)
+CFP_CHIN = [8]
+CFP_EYE = slice(12, 18)
+CFP_NOSE_TIP = [21]
+CFP_MOUTH_CORNER = [25]
+CFP_MOUTH_MIDDLE = slice(26, 30)
+# the fiducials (each point the mean of its group) that facelib.alignment.TEMPLATES places, in its order: a frontal
+# face's chin often leaves the image, so frontal faces use the mouth's middle instead (both lie on the midline)
+CFP_ALIGNMENT_POINTS = {
+    "frontal": [CFP_EYE, CFP_NOSE_TIP, CFP_MOUTH_CORNER, CFP_MOUTH_MIDDLE],
+    "profile": [CFP_EYE, CFP_NOSE_TIP, CFP_MOUTH_CORNER, CFP_CHIN],
+}
 BOX_MARGIN = 0.2  # of the landmarks' extent, on each side
 BOX_RAISE = 0.08  # of the box side: landmarks stop at the eyebrows, so move the box up to keep the forehead
 
@@ -118,9 +134,11 @@ def detect_format(root: Path) -> str:
 
 def summary(data: FaceData) -> dict:
     """Counts for `facelib inspect`: format, root, images, identities and pairs per protocol/fold or split; the
-    unlabelled pairs per split, if any; for CFP, the images without fiducials (centre-cropped instead of cropped
-    around the landmarks); for K-Face, images per view and split, each camera code's view, and whether yaw is
-    known (without it, facing and the pretext's mirrored camera codes are off)."""
+    unlabelled pairs per split, if any; the images that fall back to their box when aligned (`--align`: no
+    landmarks, or some outside the image; every image of a layout without landmarks); for CFP, the images
+    without fiducials (centre-cropped instead of cropped around the landmarks); for K-Face, images per view and
+    split, each camera code's view, and whether yaw is known (without it, facing and the pretext's mirrored
+    camera codes are off)."""
     result = {
         "format": data.format,
         "root": str(data.root),
@@ -130,6 +148,7 @@ def summary(data: FaceData) -> dict:
     }
     if not data.pairs.empty and data.pairs["same"].isna().any():
         result["unlabelled_pairs"] = _counts(data.pairs.loc[data.pairs["same"].isna(), "split"])
+    result["align_fallback"] = int(data.images["landmarks"].isna().sum())
     if data.format == "cfp":
         result["no_fiducials"] = int(data.images["box"].isna().sum())
     if data.format == "kface":
@@ -448,16 +467,19 @@ def read_cfp(root: Path):
 
 
 def _cfp_image(root: Path, path: str, view: str) -> dict:
-    """One image row: identity NNN from the path, its protocol fold, and facing and box from its fiducials."""
+    """One image row: identity NNN from the path, its protocol fold, and facing, box and landmarks from its
+    fiducials."""
     identity = Path(path).parent.parent.name
     points = _cfp_fiducials(root, Path(path))
+    width, height = _image_size(path)
     return {
         "path": path,
         "identity": identity,
         "fold": (int(identity) - 1) // CFP_IDENTITIES_PER_FOLD + 1,
         "view": view,
         "facing": _cfp_facing(points, view),
-        "box": _cfp_box(points, view, path),
+        "box": _cfp_box(points, view, width, height),
+        "landmarks": _cfp_landmarks(points, view, width, height),
     }
 
 
@@ -533,7 +555,7 @@ def _cfp_facing(points, view: str):
     return "right" if points[CFP_NOSE, 0].mean() > points[CFP_JAW_TOP, 0].mean() else "left"
 
 
-def _cfp_box(points, view: str, image_path: str):
+def _cfp_box(points, view: str, width: int, height: int):
     """A square around the landmarks plus margin, raised to keep the forehead, moved (and if need be shrunk) to fit
     the image. Frontal landmarks mark one half of the face, so they are mirrored about the nose ridge first."""
     if points is None:
@@ -542,13 +564,23 @@ def _cfp_box(points, view: str, image_path: str):
         ridge_x = points[CFP_NOSE_RIDGE, 0].mean()
         points = np.vstack([points, np.column_stack([2 * ridge_x - points[:, 0], points[:, 1]])])
     low, high = points.min(axis=0), points.max(axis=0)
-    width, height = _image_size(image_path)
     side = min((high - low).max() * (1 + 2 * BOX_MARGIN), width, height)
     centre_x, centre_y = (low + high) / 2 - (0, BOX_RAISE * side)
     side = int(round(side))
     x0 = int(np.clip(round(centre_x - side / 2), 0, width - side))
     y0 = int(np.clip(round(centre_y - side / 2), 0, height - side))
     return (x0, y0, x0 + side, y0 + side)
+
+
+def _cfp_landmarks(points, view: str, width: int, height: int):
+    """The view's CFP_ALIGNMENT_POINTS as ((x, y), ...), or None where the fiducials are missing or one of those
+    points lies outside the image (mostly a chin below its bottom edge): a warp fitted to a guessed point would
+    misplace the face, so such an image keeps its box."""
+    if points is None:
+        return None
+    chosen = np.array([points[group].mean(axis=0) for group in CFP_ALIGNMENT_POINTS[view]])
+    inside = (chosen >= 0).all() and (chosen <= (width - 1, height - 1)).all()
+    return tuple(map(tuple, chosen.round(3).tolist())) if inside else None
 
 
 # ----------------------------------------------------------------------------------------------- LFW and plain folders

@@ -217,9 +217,17 @@ def load_backbone_from_pretext(model, pretext_path):
     return model
 
 
+def faces_aligned(settings):
+    """Whether a run (its settings, as stored in its checkpoint's config) trained on landmark-aligned faces
+    (facelib.alignment), so that its faces must be embedded aligned too; runs from before the option cropped
+    boxes."""
+    return bool(settings.get("align", False))
+
+
 def load_embedder(path, device="cpu"):
-    """The inference network stored in a checkpoint, in eval mode, with `.image_size`, `.kind` and
-    `.verification` (the threshold chosen on the validation pairs, or None) set.
+    """The inference network stored in a checkpoint, in eval mode, with `.image_size`, `.align` (faces are warped
+    onto the landmark template, as the run trained), `.kind` and `.verification` (the threshold chosen on the
+    validation pairs, or None) set.
 
     Identity models (triarchy/baseline) give 512-d embeddings; a pretext checkpoint gives the
     backbone's 1280-d pooled features, so pretext and Triarchy embeddings can be compared.
@@ -239,6 +247,7 @@ def load_embedder(path, device="cpu"):
         first_line = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the {checkpoint['kind']} model ({first_line})") from error
     model.image_size = int(checkpoint["config"]["image_size"])
+    model.align = faces_aligned(checkpoint["config"]["settings"])
     model.kind = checkpoint["kind"]
     model.verification = checkpoint.get("verification")  # the run's validation threshold, if it had one
     return model.to(device).eval()

@@ -68,6 +68,7 @@ def train_pretext(
     out,
     epochs=6,
     image_size=64,
+    align=False,
     batch=(8, 8),
     seed=0,
     train_folds=None,
@@ -84,8 +85,11 @@ def train_pretext(
     """Train the pretext model (camera angle + expression, or CFP view + facing) and return RUN/pretext.pt.
 
     The training images are the `train` split (K-Face layout), the `train_folds` (CFP; default: every fold)
-    or all images (other layouts). Horizontal flips mirror the direction labels: facing left <-> right, and a
-    camera code to the code of opposite yaw; a camera code without a known mirror is never flipped.
+    or all images (other layouts). align: warp each face onto its view's landmark template instead of cropping
+    its box (CFP; faces without usable landmarks, and every face of other layouts, keep the box; see
+    facelib.alignment); stored in the run's settings. Horizontal flips mirror the direction labels: facing
+    left <-> right, and a camera code to the code of opposite yaw; a camera code without a known mirror is
+    never flipped.
     resume: continue from RUN/pretext.pt with the settings stored in it (they win over this call's: a warning
     names any that differ). overwrite: replace the pretext run RUN holds; without it, or resume, such a run
     is kept and the call refused.
@@ -96,6 +100,7 @@ def train_pretext(
         data_root=str(Path(data_root).resolve()),
         epochs=epochs,
         image_size=image_size,
+        align=bool(align),
         batch=batch,
         seed=seed,
         train_folds=_folds(train_folds),
@@ -114,6 +119,7 @@ def train_identity(
     model="triarchy",
     epochs=40,
     image_size=64,
+    align=False,
     batch=(16, 4),
     seed=0,
     resume=False,
@@ -137,8 +143,10 @@ def train_identity(
 ):
     """Train Triarchy (or the Baseline) on identities; return RUN/model.pt, the best model by validation accuracy.
 
-    init: a pretext checkpoint whose backbone initialises the model. Validation pairs: the `validate` split
-    (K-Face layout) or the FF and FP pairs of `val_folds` (CFP). label_smoothing defaults to 0.1 for Triarchy
+    init: a pretext checkpoint whose backbone initialises the model. align: as in `train_pretext`; stored in the
+    run's settings, so evaluation, export and notebooks embed faces the way the model trained (models.load_embedder
+    sets `.align`). Validation pairs: the `validate` split (K-Face layout) or the FF and FP pairs of `val_folds`
+    (CFP). label_smoothing defaults to 0.1 for Triarchy
     and 0 for the Baseline (plain softmax + triplet, the original's ablation). triplet_scale: the embeddings the
     triplet distances are measured between, "batch" (divided by the batch's mean norm; the default), "raw" (the
     original) or "unit" (see facelib.losses). centre: after every epoch, measure the mean embedding of a
@@ -162,6 +170,7 @@ def train_identity(
         init=str(Path(init).resolve()) if init else None,
         epochs=epochs,
         image_size=image_size,
+        align=bool(align),
         batch=batch,
         seed=seed,
         train_folds=_folds(train_folds),
@@ -613,14 +622,14 @@ def _check_same_data(checkpoint, images, task, data_root, checkpoint_path):
         )
 
 
-def _load_faces(runtime, images, size, cache_dir, progress):
+def _load_faces(runtime, images, size, align, cache_dir, progress):
     """Rank 0 decodes (and caches) first; the other ranks then read the cache instead of decoding again."""
     if runtime.is_main:
-        faces = load_images(images, size, cache_dir, progress=progress)
+        faces = load_images(images, size, cache_dir, progress=progress, align=align)
     if runtime.world_size > 1:
         dist.barrier()
     if not runtime.is_main:
-        faces = load_images(images, size, cache_dir, progress=False)
+        faces = load_images(images, size, cache_dir, progress=False, align=align)
     return faces
 
 
@@ -687,11 +696,11 @@ def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
     task = task_class(settings, images)
     if checkpoint is not None:
         _check_same_data(checkpoint, images, task, data.root, files["checkpoint"])
-    size = settings["image_size"]
-    faces = _load_faces(runtime, images, size, cache_dir, progress)
+    size, align = settings["image_size"], models.faces_aligned(settings)
+    faces = _load_faces(runtime, images, size, align, cache_dir, progress)
     # only rank 0 validates (and picks the best epoch); the other ranks wait for it at the end of the epoch
     validation = (
-        _Validation(pairs, data.images, size, runtime.device, cache_dir, progress)
+        _Validation(pairs, data.images, size, align, runtime.device, cache_dir, progress)
         if len(pairs) and runtime.is_main
         else None
     )
@@ -864,11 +873,11 @@ class _Validation:
     mirror-image average of `facelib evaluate`: half the cost, every epoch, and it ranks epochs the same way).
     The best model's operating point is then measured the way it will be used: with the mirror average."""
 
-    def __init__(self, pairs, all_images, size, device, cache_dir, progress):
+    def __init__(self, pairs, all_images, size, align, device, cache_dir, progress):
         self.pairs, self.device = pairs, device
         paths = pd.unique(pairs[["a", "b"]].to_numpy().ravel())
         self.images = all_images.drop_duplicates("path").set_index("path").loc[paths].reset_index()
-        self.faces = load_images(self.images, size, cache_dir, progress=progress)
+        self.faces = load_images(self.images, size, cache_dir, progress=progress, align=align)
 
     def accuracy(self, model):
         return self._best_threshold(model, flip=False)[1]
