@@ -134,11 +134,11 @@ def detect_format(root: Path) -> str:
 
 def summary(data: FaceData) -> dict:
     """Counts for `facelib inspect`: format, root, images, identities and pairs per protocol/fold or split; the
-    unlabelled pairs per split, if any; the images that fall back to their box when aligned (`--align`: no
-    landmarks, or some outside the image; every image of a layout without landmarks); for CFP, the images
-    without fiducials (centre-cropped instead of cropped around the landmarks); for K-Face, images per view and
-    split, each camera code's view, and whether yaw is known (without it, facing and the pretext's mirrored
-    camera codes are off)."""
+    unlabelled pairs per split, if any; for CFP, the images without fiducials (centre-cropped instead of cropped
+    around the landmarks) and those that keep their box when aligned (`--align`: no fiducials, or a template
+    point outside the image; other layouts have no landmarks, so every face keeps its box); for K-Face, images
+    per view and split, each camera code's view, and whether yaw is known (without it, facing and the pretext's
+    mirrored camera codes are off)."""
     result = {
         "format": data.format,
         "root": str(data.root),
@@ -148,9 +148,9 @@ def summary(data: FaceData) -> dict:
     }
     if not data.pairs.empty and data.pairs["same"].isna().any():
         result["unlabelled_pairs"] = _counts(data.pairs.loc[data.pairs["same"].isna(), "split"])
-    result["align_fallback"] = int(data.images["landmarks"].isna().sum())
     if data.format == "cfp":
         result["no_fiducials"] = int(data.images["box"].isna().sum())
+        result["align_fallback"] = int(data.images["landmarks"].isna().sum())
     if data.format == "kface":
         result.update(_kface_pose_summary(data.images))
     return result

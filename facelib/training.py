@@ -146,8 +146,8 @@ def train_identity(
     init: a pretext checkpoint whose backbone initialises the model. align: as in `train_pretext`; stored in the
     run's settings, so evaluation, export and notebooks embed faces the way the model trained (models.load_embedder
     sets `.align`). Validation pairs: the `validate` split (K-Face layout) or the FF and FP pairs of `val_folds`
-    (CFP). label_smoothing defaults to 0.1 for Triarchy
-    and 0 for the Baseline (plain softmax + triplet, the original's ablation). triplet_scale: the embeddings the
+    (CFP). label_smoothing defaults to 0.1 for Triarchy and 0 for the Baseline (plain softmax + triplet, the
+    original's ablation). triplet_scale: the embeddings the
     triplet distances are measured between, "batch" (divided by the batch's mean norm; the default), "raw" (the
     original) or "unit" (see facelib.losses). centre: after every epoch, measure the mean embedding of a
     fixed sample of training faces and subtract it before the cosine (`models.EmbeddingNet`; False gives the

@@ -137,3 +137,15 @@ def test_notebooks_refuse_a_wrong_profile_or_a_folder_of_other_data(tmp_path, ca
     assert cli.main(["notebooks", "--data", str(mine), "--out", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and f"made from data /somewhere/cfp, not {mine}" in error
+
+
+@pytest.mark.parametrize("command, trainer", [("pretext", "train_pretext"), ("train", "train_identity")])
+def test_align_reaches_both_trainers(monkeypatch, command, trainer):
+    from facelib import training
+
+    received = []
+    monkeypatch.setattr(training, trainer, lambda *args, **options: received.append(options) or "RUN")
+    for flag in [[], ["--align"]]:
+        args = build_parser().parse_args([command, "DATA", "--out", "RUN", *flag])
+        args.handler(args)
+    assert "align" not in received[0] and received[1]["align"] is True  # absent: training's default (boxes)

@@ -452,6 +452,7 @@ def test_cfp_integration(cfp_root):
         "identities": 450,
         "pairs": {"FF": folds, "FP": folds},
         "no_fiducials": 0,
+        "align_fallback": 9,  # profiles whose chin lies below the image: they keep their box when aligned
     }
     images, pairs = data.images, data.pairs
     assert images["view"].value_counts().to_dict() == {"frontal": 4500, "profile": 1800}
@@ -495,3 +496,21 @@ def test_sample_faces_spread_over_poses_with_decoded_labels():
     grid = layouts.sample_faces(images, identities=2, columns=3)
     assert list(grid["identity"]) == ["a", "a", "a", "b", "b"]
     assert list(grid["label"][:3]) == ["C1 -90°", "C5 +0°", "C9 +90°"]
+
+
+def test_cfp_landmarks_for_alignment_and_the_box_fallback(cfp_tiny):
+    chin_below = PROFILE_POINTS.copy()
+    chin_below[8] = (18, 75)  # below the 70-pixel image: the profile's chin is a template point
+    for view in ["frontal", "profile"]:
+        write_fiducials(cfp_tiny / "Data" / "Fiducials" / "051" / view / "01.txt", chin_below)
+    data = layouts.load(cfp_tiny)
+    images = data.images.set_index(data.images["path"].str.split("/Images/").str[1])
+    eye, nose_tip, mouth_corner = PROFILE_POINTS[12:18].mean(axis=0), PROFILE_POINTS[21], PROFILE_POINTS[25]
+    assert np.array(images.loc["001/profile/01.jpg", "landmarks"]) == pytest.approx(
+        np.array([eye, nose_tip, mouth_corner, PROFILE_POINTS[8]])
+    )
+    assert images.loc["001/frontal/01.jpg", "landmarks"][3] == pytest.approx(PROFILE_POINTS[26:30].mean(axis=0))
+    assert images.loc["051/profile/01.jpg", "landmarks"] is None  # falls back to its box when aligned
+    assert images.loc["051/profile/01.jpg", "box"] is not None
+    assert images.loc["051/frontal/01.jpg", "landmarks"] is not None  # a frontal face's template has no chin
+    assert layouts.summary(data)["align_fallback"] == 1  # what `facelib inspect` reports
