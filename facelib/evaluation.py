@@ -515,7 +515,7 @@ def pretext_accuracy(checkpoint, images, batch_size=128, device=None, cache_dir=
     model.to(device).eval()
     config = state["config"]
     faces = imagecache.load_images(
-        images, config["image_size"], cache_dir, progress=False, align=models.faces_aligned(config["settings"])
+        images, config["image_size"], cache_dir, progress=False, align=models.faces_aligned(config)
     )
     logits = {name: [] for name in state["heads"]}
     for batch in torch.split(faces, batch_size):

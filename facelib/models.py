@@ -217,11 +217,10 @@ def load_backbone_from_pretext(model, pretext_path):
     return model
 
 
-def faces_aligned(settings):
-    """Whether a run (its settings, as stored in its checkpoint's config) trained on landmark-aligned faces
-    (facelib.alignment), so that its faces must be embedded aligned too; runs from before the option cropped
-    boxes."""
-    return bool(settings.get("align", False))
+def faces_aligned(config):
+    """Whether a run (its checkpoint's config) trained on landmark-aligned faces (facelib.alignment), so that its
+    faces must be embedded aligned too; runs from before the option cropped boxes."""
+    return bool(config.get("settings", {}).get("align", False))
 
 
 def load_embedder(path, device="cpu"):
@@ -247,7 +246,7 @@ def load_embedder(path, device="cpu"):
         first_line = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the {checkpoint['kind']} model ({first_line})") from error
     model.image_size = int(checkpoint["config"]["image_size"])
-    model.align = faces_aligned(checkpoint["config"]["settings"])
+    model.align = faces_aligned(checkpoint["config"])
     model.kind = checkpoint["kind"]
     model.verification = checkpoint.get("verification")  # the run's validation threshold, if it had one
     return model.to(device).eval()

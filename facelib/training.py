@@ -696,7 +696,7 @@ def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
     task = task_class(settings, images)
     if checkpoint is not None:
         _check_same_data(checkpoint, images, task, data.root, files["checkpoint"])
-    size, align = settings["image_size"], models.faces_aligned(settings)
+    size, align = settings["image_size"], settings.get("align", False)  # runs from before the option: boxes
     faces = _load_faces(runtime, images, size, align, cache_dir, progress)
     # only rank 0 validates (and picks the best epoch); the other ranks wait for it at the end of the epoch
     validation = (

@@ -1,5 +1,6 @@
 """ONNX export: the exported graph gives torch's final embeddings, and says in its metadata how to feed it."""
 
+import json
 import os
 
 import numpy as np
@@ -8,7 +9,7 @@ import onnxruntime
 import pytest
 import torch
 
-from facelib import evaluation, export, imagecache, inference, layouts, models
+from facelib import alignment, evaluation, export, imagecache, inference, layouts, models
 from facelib.cli import main
 from facelib.errors import FacelibError
 
@@ -100,6 +101,7 @@ def test_metadata_says_how_to_use_the_model_without_facelib(exported):
     assert meta["facelib.flip_averaging"] == meta["facelib.l2_normalized"] == "true"
     assert (meta["facelib.input_mean"], meta["facelib.input_std"]) == ("0.5,0.5,0.5", "0.5,0.5,0.5")
     assert float(meta["facelib.threshold"]) == stored["threshold"] and meta["facelib.metric"] == stored["metric"]
+    assert meta["facelib.align"] == "false" and export.OnnxEmbedder(path).align is False  # boxes, as it trained
     batch_axis = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_axis.dim_param and not batch_axis.dim_value
     # the metadata's normalisation is facelib's own
@@ -157,3 +159,12 @@ def test_the_exported_file_verifies_with_its_stored_threshold(trained_run, expor
     with_torch, with_onnx = inference.verify(a, b, model), inference.verify(a, b, path)
     assert with_onnx["threshold"] == with_torch["threshold"] and with_onnx["same"] == with_torch["same"]
     assert with_onnx["score"] == pytest.approx(with_torch["score"], abs=TOLERANCE)
+
+
+def test_an_aligned_model_exports_its_landmark_templates():
+    aligned = export.crop_metadata(True)
+    assert aligned["align"] == "true" and "landmarks" in aligned["crop"]
+    templates = json.loads(aligned["align_templates"])
+    assert templates.keys() == alignment.TEMPLATES.keys()
+    for view, points in templates.items():
+        assert np.array(points) == pytest.approx(alignment.TEMPLATES[view])
