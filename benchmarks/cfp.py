@@ -112,6 +112,10 @@ def parse_args(argv=None):
         help="warp faces onto their view's landmark template (facelib.alignment) in pretext and identity training",
     )
     parser.add_argument("--pose-aware", action="store_true", help="every identity shows both views in each batch")
+    parser.add_argument("--margin", choices=losses.MARGINS, default="none", help="margin softmax (facelib.losses)")
+    parser.add_argument(
+        "--head", choices=models.EMBEDDING_HEADS, default="gap", help="embedding head (facelib.models.EmbeddingNet)"
+    )
     parser.add_argument("--augment", default="default", help="augmentation recipe (facelib.imagecache.AUGMENTATIONS)")
     parser.add_argument("--weight-decay", type=float, help="identity training weight decay (default: training's)")
     parser.add_argument("--label-smoothing", type=float, help="default: training's (0.1 Triarchy, 0 Baseline)")
@@ -201,6 +205,8 @@ def levers(args):
         wd=args.weight_decay,
         smoothing=args.label_smoothing,
         center=args.center_weight,
+        margin=None if args.margin == "none" else args.margin,
+        head=None if args.head == "gap" else args.head,
     )
     return {name: value for name, value in chosen.items() if value is not None}
 
@@ -246,6 +252,8 @@ def train_network(args, method, pretext):
         triplet_scale=args.triplet_scale,
         centre=args.centre,
         pose_aware=args.pose_aware,
+        margin=args.margin,
+        head=args.head,
         augmentation=args.augment,
         **options,
     )

@@ -83,6 +83,8 @@ def cmd_train(args):
         model=args.model,
         centre=args.centre,
         pose_aware=args.pose_aware,
+        margin=args.margin,
+        head=args.head,
         **options,
     )
     print(f"best model: {path}")
@@ -278,6 +280,18 @@ def build_parser():
         "--pose-aware",
         action="store_true",
         help="every identity in a batch shows each of its views (frontal / profile) at least once",
+    )
+    p.add_argument(
+        "--margin",
+        choices=["none", "cosface", "arcface"],
+        default="none",
+        help="margin softmax on normalised embeddings and class weights (default: none, the plain softmax)",
+    )
+    p.add_argument(
+        "--head",
+        choices=["gap", "gdc"],
+        default="gap",
+        help="embedding head: gap (average pooling, the original) or gdc (global depthwise convolution)",
     )
     p.set_defaults(handler=cmd_train)
 

@@ -8,12 +8,19 @@ Triarchy keeps the embedding free of BatchNorm and normalises the logits instead
 Luo et al. 2019, moved after the classifier): the triplet and center losses see the embedding itself, not a
 BatchNorm-ed copy, while softmax sees a normalised space. Only backbone + embedding are kept for inference
 (`EmbeddingNet`, 4,663,420 parameters).
+
+Two options (training's `head` and `margin` settings):
+    head "gdc"   the embedding is read from the last feature map through a global depthwise convolution
+                 (`GlobalDepthwiseConv`) instead of its average; `EMBEDDING_HEADS`.
+    cosine       the classifier gives the cosines between the L2-normalised embedding and class weights
+                 (`CosineClassifier`), for a margin softmax (facelib.losses.MARGINS).
 """
 
 import pickle
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from efficientnet_pytorch import EfficientNet
 from torch import nn
 
@@ -23,6 +30,10 @@ from facelib.imagecache import to_model_input
 
 FEATURE_DIM = 1280
 EMBEDDING_DIM = 512
+EMBEDDING_HEADS = ("gap", "gdc")  # global average pooling + Linear (the original), global depthwise convolution
+# EfficientNet-B0's five stride-2 stages: the last feature map's side is floor(size / 32) (the library pads as
+# for its 224 px inputs, so other sizes round down; checked for every size from 32 to 512 px)
+BACKBONE_STRIDE = 32
 
 
 class CheckpointError(FacelibError):
@@ -48,9 +59,36 @@ class Backbone(nn.Module):
     def forward(self, images):
         return self.net(images).flatten(1)
 
+    def feature_map(self, images):
+        """The last feature map [N, 1280, h, w] before pooling, h = w = feature_map_side(image size)."""
+        return self.net.extract_features(images)
+
 
 def build_backbone():
     return Backbone()
+
+
+def feature_map_side(image_size):
+    return image_size // BACKBONE_STRIDE
+
+
+class GlobalDepthwiseConv(nn.Module):
+    """Global depthwise convolution (MobileFaceNet, Chen et al. 2018; ArcFace's GDC output layer): one
+    learnt h x w weight map per channel over the whole last feature map, then BatchNorm.
+
+    Global average pooling weighs every position alike, so the corners of the crop count as much as the eyes;
+    on an aligned face each position is a fixed facial region, and a learnt map per channel weighs them.
+    Like ArcFace's GDC the convolution has no bias (the BatchNorm's shift replaces it), and the BatchNorm
+    brings the weighted sums, whose scale the learnt maps set, back to one scale for the Linear after it.
+    """
+
+    def __init__(self, side, channels=FEATURE_DIM):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, side, groups=channels, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, feature_map):
+        return self.bn(self.conv(feature_map))
 
 
 class PretextNet(nn.Module):
@@ -68,7 +106,12 @@ class PretextNet(nn.Module):
 
 
 class EmbeddingNet(nn.Module):
-    """The inference model: backbone + Linear(1280, 512), minus `centre`.
+    """The inference model: backbone, pooled, + Linear(1280, 512), minus `centre`.
+
+    head "gap" (the original): global average pooling + Linear(1280, 512). head "gdc": ArcFace's GDC output
+    layer, `GlobalDepthwiseConv` + Linear(1280, 512) without bias + BatchNorm1d, built for `image_size` (the
+    depthwise kernel covers the whole feature map). The BatchNorm1d standardises each embedding dimension
+    over the training faces, as ArcFace's feature BatchNorm does, so the Linear needs no bias.
 
     `centre` (a buffer, not a parameter) is the mean embedding of the training faces where the run measured
     it (training's `centre` setting), else zero. Without BatchNorm on the embedding, every face shares one
@@ -76,28 +119,61 @@ class EmbeddingNet(nn.Module):
     around that direction; subtracting the mean before the cosine spreads the shell out.
     """
 
-    def __init__(self, embedding_dim=EMBEDDING_DIM):
+    def __init__(self, embedding_dim=EMBEDDING_DIM, head="gap", image_size=None):
         super().__init__()
+        if head not in EMBEDDING_HEADS:
+            raise ValueError(f"head: expected one of {', '.join(EMBEDDING_HEADS)}, got {head!r}")
+        if head == "gdc" and image_size is None:
+            raise ValueError("head gdc: the image size is needed (the depthwise kernel covers the feature map)")
+        self.head, self.image_size = head, image_size
         self.backbone = build_backbone()
-        self.embedding = nn.Linear(FEATURE_DIM, embedding_dim)
+        gdc = head == "gdc"
+        self.pool = GlobalDepthwiseConv(feature_map_side(image_size)) if gdc else nn.AdaptiveAvgPool2d(1)
+        self.embedding = nn.Linear(FEATURE_DIM, embedding_dim, bias=not gdc)
+        self.embedding_norm = nn.BatchNorm1d(embedding_dim) if gdc else nn.Identity()
         self.register_buffer("centre", torch.zeros(embedding_dim))
+
+    @property
+    def output_layer(self):
+        """The last layer, an affine map per output dimension (weight, bias) that a BatchNorm after it folds into."""
+        return self.embedding_norm if self.head == "gdc" else self.embedding
 
     def uncentred(self, images):
         """The embedding the training losses see (centring is a constant shift they do not need)."""
-        return self.embedding(self.backbone(images))
+        features = self.pool(self.backbone.feature_map(images)).flatten(1)
+        return self.embedding_norm(self.embedding(features))
 
     def forward(self, images):
         return self.uncentred(images) - self.centre
 
 
-class Triarchy(nn.Module):
-    """Embedding without BatchNorm; identity logits followed by BatchNorm1d."""
+class CosineClassifier(nn.Module):
+    """Cosines between the L2-normalised embedding and L2-normalised class weights [N, num_ids], in [-1, 1]:
+    what a margin softmax (facelib.losses.MARGINS) turns into logits, given the labels."""
 
-    def __init__(self, num_ids, embedding_dim=EMBEDDING_DIM):
+    def __init__(self, embedding_dim, num_ids):
         super().__init__()
-        self.embedder = EmbeddingNet(embedding_dim)
-        self.classifier = nn.Linear(embedding_dim, num_ids)
-        self.logit_bn = nn.BatchNorm1d(num_ids)
+        self.weight = nn.Parameter(torch.empty(num_ids, embedding_dim))
+        nn.init.xavier_uniform_(self.weight)
+
+    def forward(self, embedding):
+        return F.linear(F.normalize(embedding, dim=1), F.normalize(self.weight, dim=1))
+
+
+class Triarchy(nn.Module):
+    """Embedding without BatchNorm; identity logits followed by BatchNorm1d.
+
+    With head "gdc" the embedding does end in a BatchNorm1d, the GDC layer's own (`EmbeddingNet`).
+    cosine: a `CosineClassifier` for a margin softmax, without the logit BatchNorm: the margin is a fixed
+    shift of the target's cosine at a fixed scale, which a BatchNorm would undo by re-centring and re-scaling
+    every class's logit over the batch (and the cosines are already normalised).
+    """
+
+    def __init__(self, num_ids, embedding_dim=EMBEDDING_DIM, head="gap", image_size=None, cosine=False):
+        super().__init__()
+        self.embedder = EmbeddingNet(embedding_dim, head, image_size)
+        self.classifier = CosineClassifier(embedding_dim, num_ids) if cosine else nn.Linear(embedding_dim, num_ids)
+        self.logit_bn = nn.Identity() if cosine else nn.BatchNorm1d(num_ids)
 
     def forward(self, images):
         embedding = self.embedder.uncentred(images)
@@ -105,13 +181,16 @@ class Triarchy(nn.Module):
 
 
 class Baseline(nn.Module):
-    """The original's ablation: BatchNorm right after the embedding, softmax + triplet on top of it."""
+    """The original's ablation: BatchNorm right after the embedding, softmax + triplet on top of it.
 
-    def __init__(self, num_ids, embedding_dim=EMBEDDING_DIM):
+    cosine: a `CosineClassifier` on the BatchNorm-ed embedding, for a margin softmax.
+    """
+
+    def __init__(self, num_ids, embedding_dim=EMBEDDING_DIM, head="gap", image_size=None, cosine=False):
         super().__init__()
-        self.embedder = EmbeddingNet(embedding_dim)
+        self.embedder = EmbeddingNet(embedding_dim, head, image_size)
         self.embedding_bn = nn.BatchNorm1d(embedding_dim)
-        self.classifier = nn.Linear(embedding_dim, num_ids)
+        self.classifier = CosineClassifier(embedding_dim, num_ids) if cosine else nn.Linear(embedding_dim, num_ids)
 
     def forward(self, images):
         embedding = self.embedding_bn(self.embedder.uncentred(images))
@@ -130,16 +209,17 @@ def export_embedder(model):
     """The inference network of a trained Triarchy or Baseline, as a standalone EmbeddingNet.
 
     For the Baseline, the evaluation-mode BatchNorm is an affine map, so it is folded into the
-    embedding layer: the exported model has the same parameter count and gives the same outputs. The
+    embedder's output layer: the exported model has the same parameter count and gives the same outputs. The
     embedder's `centre` is measured on the exported outputs (`measure_centre`), so it needs no folding.
     """
-    exported = EmbeddingNet(model.embedder.embedding.out_features)
-    exported.load_state_dict(model.embedder.state_dict())
+    embedder = model.embedder
+    exported = EmbeddingNet(embedder.embedding.out_features, embedder.head, embedder.image_size)
+    exported.load_state_dict(embedder.state_dict())
     if isinstance(model, Baseline):
-        bn = model.embedding_bn
+        bn, layer = model.embedding_bn, exported.output_layer
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        exported.embedding.weight.mul_(scale[:, None])
-        exported.embedding.bias.copy_((exported.embedding.bias - bn.running_mean) * scale + bn.bias)
+        layer.weight.mul_(scale.view(-1, *[1] * (layer.weight.dim() - 1)))
+        layer.bias.copy_((layer.bias - bn.running_mean) * scale + bn.bias)
     return exported.eval()
 
 
@@ -232,11 +312,13 @@ def load_embedder(path, device="cpu"):
     backbone's 1280-d pooled features, so pretext and Triarchy embeddings can be compared.
     """
     checkpoint = read_checkpoint(path, map_location=device)
+    image_size = int(checkpoint["config"]["image_size"])
     if checkpoint["kind"] == "pretext":
         model = build_backbone()
         state = backbone_state(checkpoint["model"], "backbone.")
     else:
-        model = EmbeddingNet()
+        head = checkpoint["config"].get("settings", {}).get("head", "gap")  # runs before the option: "gap"
+        model = EmbeddingNet(head=head, image_size=image_size)
         state = checkpoint.get("embedder")
         if state is None:
             raise CheckpointError(f"{path}: identity checkpoint without exported 'embedder' weights")
@@ -245,7 +327,7 @@ def load_embedder(path, device="cpu"):
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the {checkpoint['kind']} model ({first_line})") from error
-    model.image_size = int(checkpoint["config"]["image_size"])
+    model.image_size = image_size
     model.align = faces_aligned(checkpoint["config"])
     model.kind = checkpoint["kind"]
     model.verification = checkpoint.get("verification")  # the run's validation threshold, if it had one

@@ -137,6 +137,8 @@ def train_identity(
     center_lr=0.5,
     centre=True,
     pose_aware=False,
+    margin="none",
+    head="gap",
     augmentation=None,
     cache_dir=None,
     progress=True,
@@ -152,16 +154,22 @@ def train_identity(
     original) or "unit" (see facelib.losses). centre: after every epoch, measure the mean embedding of a
     fixed sample of training faces and subtract it before the cosine (`models.EmbeddingNet`; False gives the
     original's uncentred embedding). pose_aware: each identity's K images in a batch include one of every
-    view it has (frontal / profile; facelib.sampler). resume: continue from RUN/last.pt with the settings stored in
-    it, to the same final weights (the stored settings win over this call's: a warning names any that
-    differ). overwrite: replace the identity run RUN holds; without it, or resume, such a run is kept and
-    the call refused.
+    view it has (frontal / profile; facelib.sampler). margin: "none" (the softmax on the model's logits), "cosface"
+    or "arcface" (a margin softmax on cosines; facelib.losses). head: "gap" (the original's average pooling) or
+    "gdc" (a global depthwise convolution over the last feature map; facelib.models.EmbeddingNet). resume:
+    continue from RUN/last.pt with the settings stored in it, to the same final weights (the stored settings win
+    over this call's: a warning names any that differ). overwrite: replace the identity run RUN holds; without
+    it, or resume, such a run is kept and the call refused.
     """
     asked = _asked(train_identity, locals())
     if model not in models.MODELS:
         raise FacelibError(f"model: expected one of {', '.join(models.MODELS)}, got {model!r}")
     if triplet_scale not in losses.TRIPLET_SCALES:
         raise FacelibError(f"triplet_scale: expected one of {', '.join(losses.TRIPLET_SCALES)}, got {triplet_scale!r}")
+    if margin not in losses.MARGINS:
+        raise FacelibError(f"margin: expected one of {', '.join(losses.MARGINS)}, got {margin!r}")
+    if head not in models.EMBEDDING_HEADS:
+        raise FacelibError(f"head: expected one of {', '.join(models.EMBEDDING_HEADS)}, got {head!r}")
     if label_smoothing is None:
         label_smoothing = 0.1 if model == "triarchy" else 0.0
     settings = dict(
@@ -185,6 +193,8 @@ def train_identity(
         center_lr=center_lr if model == "triarchy" else None,
         centre=centre,
         pose_aware=pose_aware,
+        margin=margin,
+        head=head,
         augmentation=_augmentation(augmentation),
     )
     p, k = options.batch(batch)
@@ -393,7 +403,13 @@ class IdentityTask:
 
     def build(self):
         s = self.settings
-        model = models.MODELS[s["kind"]](num_ids=len(self.identities))
+        margin = s.get("margin", "none")  # runs saved before the margin and head options: "none", "gap"
+        model = models.MODELS[s["kind"]](
+            num_ids=len(self.identities),
+            head=s.get("head", "gap"),
+            image_size=s["image_size"],
+            cosine=margin != "none",
+        )
         if s["init"]:
             models.load_backbone_from_pretext(model, s["init"])
         criterion = losses.TriarchyCriterion(
@@ -403,6 +419,7 @@ class IdentityTask:
             center_weight=s["center_weight"] or 0.0,
             use_center=s["kind"] == "triarchy" and bool(s["center_weight"]),  # weight 0: no center loss at all
             triplet_scale=_triplet_scale(s),
+            margin=margin,
         )
         return model, criterion
 

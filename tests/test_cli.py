@@ -79,6 +79,26 @@ def test_pose_aware_and_augment_reach_the_trainer(monkeypatch, flag, pose_aware,
     assert received.get("augmentation") == augmentation  # absent: training's default
 
 
+@pytest.mark.parametrize(
+    "flag, margin, head", [([], "none", "gap"), (["--margin", "cosface", "--head", "gdc"], "cosface", "gdc")]
+)
+def test_margin_and_head_reach_the_trainer(monkeypatch, flag, margin, head):
+    from facelib import losses, models, training
+
+    received = {}
+    monkeypatch.setattr(training, "train_identity", lambda *args, **options: received.update(options) or "RUN")
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", *flag])
+    args.handler(args)
+    assert (received["margin"], received["head"]) == (margin, head)
+    # the command line names the values itself (without importing torch): it accepts every one training does
+    for option, values in (("--margin", losses.MARGINS), ("--head", models.EMBEDDING_HEADS)):
+        for value in values:
+            assert (
+                getattr(build_parser().parse_args(["train", "DATA", "--out", "RUN", option, value]), option[2:])
+                == value
+            )
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "synthetic"

@@ -168,3 +168,31 @@ def test_an_aligned_model_exports_its_landmark_templates():
     assert templates.keys() == alignment.TEMPLATES.keys()
     for view, points in templates.items():
         assert np.array(points) == pytest.approx(alignment.TEMPLATES[view])
+
+
+def test_a_cosface_gdc_run_trains_reloads_and_exports(tmp_path):
+    """As the session's trained_run, 12 epochs at lr 3e-3: shorter runs give a near-constant embedding in eval
+    mode, whose centred remainder is float noise that no export could match (measured: 6 epochs, remainder
+    1e-7 of the embedding's norm; 12 epochs, 0.3)."""
+    from test_training import write_tiny_kface
+
+    from facelib import training
+
+    data = write_tiny_kface(tmp_path / "data")
+    options = dict(image_size=64, epochs=12, lr=3e-3, batch=(2, 4), cache_dir=tmp_path / "cache", progress=False)
+    model = training.train_identity(data, tmp_path / "run", margin="cosface", head="gdc", **options)
+    checkpoint = models.read_checkpoint(model)
+    assert {key: checkpoint["config"]["settings"][key] for key in ("margin", "head")} == dict(
+        margin="cosface", head="gdc"
+    )
+    assert checkpoint["config"]["inference_parameters"] == 4_671_612
+    assert "logit_bn.weight" not in checkpoint["model"]  # no logit BatchNorm on the cosines
+    net = models.load_embedder(model)
+    assert net.head == "gdc" and models.count_parameters(net) == 4_671_612
+
+    faces = tiny_faces(data)
+    with torch.no_grad():
+        uncentred = net.uncentred(imagecache.to_model_input(faces))
+    assert (uncentred - net.centre).norm(dim=1).mean() > 0.01 * uncentred.norm(dim=1).mean()  # not float noise
+    path = export.export_onnx(model, tmp_path / "model.onnx")
+    assert_parity(model, path, faces)

@@ -4,7 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facelib.losses import CenterLoss, SoftMarginTripletLoss, TriarchyCriterion
+from facelib.losses import (
+    ARCFACE_MARGIN,
+    COSFACE_MARGIN,
+    MARGIN_SCALE,
+    MARGINS,
+    ArcFaceLogits,
+    CenterLoss,
+    CosFaceLogits,
+    SoftMarginTripletLoss,
+    TriarchyCriterion,
+)
 
 
 def test_batch_hard_triplet_with_soft_margin_on_a_hand_computed_case():
@@ -93,3 +103,51 @@ def test_centers_step_at_their_own_rate_regardless_of_loss_weight():
     criterion.step_centers(optimizer)
     # unweighted gradient of 0.5*mean||x-c||^2 w.r.t. c is -(x-c)/batch = -1 per coordinate moved; lr 0.5
     assert torch.allclose(criterion.center_loss.centers, torch.tensor([[0.5, 0.0], [0.0, 0.5]]))
+
+
+def test_margin_logits_on_a_hand_built_case():
+    # two samples, three classes; the targets' cosines are 0.6 and cos(1.0)
+    cosines = torch.tensor([[0.6, 0.2, -0.4], [0.1, math.cos(1.0), 0.9]])
+    labels = torch.tensor([0, 1])
+    target = F.one_hot(labels, 3).bool()
+    s = MARGIN_SCALE
+    cosface = CosFaceLogits()(cosines, labels)
+    assert torch.allclose(cosface[target], torch.tensor([s * (0.6 - COSFACE_MARGIN), s * (math.cos(1.0) - 0.35)]))
+    arcface = ArcFaceLogits()(cosines, labels)
+    expected = [s * math.cos(math.acos(0.6) + ARCFACE_MARGIN), s * math.cos(1.0 + 0.5)]
+    assert torch.allclose(arcface[target], torch.tensor(expected), atol=1e-4)
+    for logits in (cosface, arcface):  # the other classes keep s * cos
+        assert torch.allclose(logits[~target], s * cosines[~target])
+
+
+def test_arcface_falls_back_where_the_angle_plus_margin_passes_pi():
+    # theta = 3.0 rad: cos(theta + m) would rise again past pi, so the target gets s * (cos - m sin m)
+    cosine = math.cos(3.0)
+    logits = ArcFaceLogits()(torch.tensor([[cosine, 0.0]]), torch.tensor([0]))
+    fallback = MARGIN_SCALE * (cosine - ARCFACE_MARGIN * math.sin(ARCFACE_MARGIN))
+    assert math.isclose(logits[0, 0].item(), fallback, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("margin", ["cosface", "arcface"])
+def test_margin_criterion_applies_the_margin_before_label_smoothing(margin):
+    torch.manual_seed(0)
+    criterion = TriarchyCriterion(num_ids=3, dim=4, label_smoothing=0.1, margin=margin)
+    embedding, cosines = torch.randn(6, 4), torch.rand(6, 3) * 2 - 1
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    total, parts = criterion(embedding, cosines, labels)
+    logits = MARGINS[margin]()(cosines, labels)
+    assert math.isclose(parts["id"], F.cross_entropy(logits, labels, label_smoothing=0.1).item(), rel_tol=1e-6)
+    assert {"triplet", "center"} <= set(parts)  # the triplet and center losses stay
+    # the margin makes the identity loss harder than the plain softmax on the same scaled cosines
+    assert parts["id"] > F.cross_entropy(MARGIN_SCALE * cosines, labels, label_smoothing=0.1).item()
+    # finite gradients even where a target's cosine is exactly 1 or -1 (the sine's square root is kept off 0)
+    edges = cosines.detach().clone()
+    edges[0, 0], edges[2, 1] = 1.0, -1.0
+    edges.requires_grad_(True)
+    criterion(embedding, edges, labels)[0].backward()
+    assert torch.isfinite(edges.grad).all()
+
+
+def test_unknown_margin_is_refused():
+    with pytest.raises(ValueError, match="margin: expected one of none, cosface, arcface, got 'sphereface'"):
+        TriarchyCriterion(num_ids=3, margin="sphereface")

@@ -121,3 +121,88 @@ def test_measured_centre_makes_the_inference_embedding_zero_mean(kind):
     assert torch.allclose(((after(x) + after(x.flip(-1))) / 2).mean(0), torch.zeros(512), atol=1e-5)
     # training sees the uncentred embedding: the centre moves no loss
     assert torch.allclose(model(x)[0], before(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "size, side, parameters",
+    [(64, 2, 4_671_612), (100, 3, 4_678_012), (112, 3, 4_678_012), (128, 4, 4_686_972)],
+)
+def test_gdc_head_covers_the_whole_last_feature_map_within_5m_parameters(size, side, parameters):
+    net = EmbeddingNet(head="gdc", image_size=size).eval()
+    x = images(2, size)
+    with torch.no_grad():
+        assert net.backbone.feature_map(x).shape == (2, 1280, side, side)
+        assert net(x).shape == (2, 512)
+    assert net.pool.conv.weight.shape == (1280, 1, side, side)  # one h x w map per channel
+    # the default keeps the original's count; gdc adds the maps, two BatchNorms, and drops the Linear's bias
+    gdc_extra = 1280 * side * side + 2 * 1280 + 2 * 512 - 512
+    assert count_parameters(net) == parameters == 4_663_420 + gdc_extra <= 5_000_000
+    assert count_parameters(EmbeddingNet(image_size=size)) == 4_663_420
+
+
+def test_gdc_head_weighs_positions_where_average_pooling_cannot():
+    net = EmbeddingNet(head="gdc", image_size=64).eval()
+    feature_map = torch.zeros(1, 1280, 2, 2)
+    moved = feature_map.clone()
+    feature_map[..., 0, 0], moved[..., 1, 1] = 1.0, 1.0  # the same activation, at another place
+    with torch.no_grad():
+        net.pool.conv.weight.normal_()
+        assert not torch.allclose(net.pool(feature_map), net.pool(moved))
+    assert torch.equal(feature_map.mean((2, 3)), moved.mean((2, 3)))  # what average pooling would see
+
+
+def test_unknown_head_or_gdc_without_a_size_is_refused():
+    with pytest.raises(ValueError, match="head: expected one of gap, gdc, got 'gem'"):
+        EmbeddingNet(head="gem")
+    with pytest.raises(ValueError, match="head gdc: the image size is needed"):
+        EmbeddingNet(head="gdc")
+
+
+@pytest.mark.parametrize("kind", [Triarchy, Baseline])
+def test_gdc_export_gives_the_training_embedding(kind, tmp_path):
+    model = kind(num_ids=5, head="gdc", image_size=64)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.normal_()
+                module.bias.normal_()
+    model.eval()
+    x = images(2, 64)
+    exported = export_embedder(model)
+    assert exported.head == "gdc" and count_parameters(exported) == 4_671_612
+    with torch.no_grad():
+        assert torch.allclose(exported(x), model(x)[0], atol=1e-4)  # the Baseline's BatchNorm folded in
+    torch.save(
+        {
+            "kind": "baseline",
+            "embedder": exported.state_dict(),
+            "config": {"image_size": 64, "settings": {"head": "gdc"}},
+        },
+        tmp_path / "m.pt",
+    )
+    with torch.no_grad():
+        assert torch.allclose(load_embedder(tmp_path / "m.pt")(x), model(x)[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", [Triarchy, Baseline])
+def test_cosine_classifier_gives_cosines_without_a_logit_batchnorm(kind):
+    model = kind(num_ids=5, cosine=True).train()
+    embedding, cosines = model(images())
+    weight = model.classifier.weight
+    expected = torch.nn.functional.normalize(embedding, dim=1) @ torch.nn.functional.normalize(weight, dim=1).T
+    assert cosines.shape == (4, 5) and torch.allclose(cosines, expected, atol=1e-6)
+    assert not any(
+        isinstance(m, torch.nn.BatchNorm1d) for m in model.modules() if m is not getattr(model, "embedding_bn", None)
+    )
+    # the inference network is the same as without a margin head
+    assert count_parameters(export_embedder(model)) == 4_663_420
+
+
+def test_pretext_backbone_transfers_to_a_gdc_model(tmp_path):
+    pretext = PretextNet({"view": 2})
+    torch.save({"kind": "pretext", "model": pretext.state_dict(), "config": {"image_size": 64}}, tmp_path / "p.pt")
+    model = load_backbone_from_pretext(Baseline(num_ids=5, head="gdc", image_size=64), tmp_path / "p.pt")
+    for name, tensor in pretext.backbone.state_dict().items():
+        assert torch.equal(model.embedder.backbone.state_dict()[name], tensor)

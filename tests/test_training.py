@@ -168,7 +168,15 @@ def test_pretext_backbone_initialises_triarchy(tiny_data, tmp_path, monkeypatch)
 )
 def test_runs_resume_on_the_triplet_scale_they_started_with(saved, scale):
     # runs saved before `triplet_scale` stored nothing (the raw embedding) or a flag for the unit one
-    settings = dict(kind="triarchy", init=None, label_smoothing=0.1, triplet_weight=1.0, center_weight=5e-4, **saved)
+    settings = dict(
+        kind="triarchy",
+        init=None,
+        image_size=SIZE,
+        label_smoothing=0.1,
+        triplet_weight=1.0,
+        center_weight=5e-4,
+        **saved,
+    )
     images = pd.DataFrame({"identity": ["a", "a", "b", "b"]})
     assert training.IdentityTask(settings, images).build()[1].triplet_loss.scale == scale
 
@@ -292,3 +300,30 @@ def test_augmentation_recipes_by_name(tiny_data, tmp_path):
     run = training.train_identity(tiny_data, tmp_path / "strong", epochs=1, augmentation="strong", **FAST)
     stored = models.read_checkpoint(run)["config"]["settings"]["augmentation"]
     assert Augmentation(**stored) == AUGMENTATIONS["strong"]
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("margin", "sphereface", "margin: expected one of none, cosface, arcface, got 'sphereface'"),
+        ("head", "gem", "head: expected one of gap, gdc, got 'gem'"),
+    ],
+)
+def test_unknown_margin_or_head_stops_before_training(tmp_path, option, value, message):
+    with pytest.raises(FacelibError, match=message):
+        training.train_identity(tmp_path / "no-data", tmp_path / "run", **{option: value})
+    assert not (tmp_path / "run").exists()
+
+
+def test_margin_and_head_build_the_model_and_criterion_they_name():
+    images = pd.DataFrame({"identity": ["a", "a", "b", "b"]})
+    settings = dict(kind="baseline", init=None, image_size=64, label_smoothing=0.0, triplet_weight=1.0)
+    model, criterion = training.IdentityTask(
+        dict(settings, center_weight=None, margin="arcface", head="gdc"), images
+    ).build()
+    assert isinstance(model.classifier, models.CosineClassifier) and model.embedder.head == "gdc"
+    assert isinstance(criterion.margin_logits, losses.ArcFaceLogits)
+    # runs saved before the options stored neither: the plain softmax on the average-pooled head
+    model, criterion = training.IdentityTask(dict(settings, center_weight=None), images).build()
+    assert isinstance(model.classifier, torch.nn.Linear) and model.embedder.head == "gap"
+    assert criterion.margin_logits is None
