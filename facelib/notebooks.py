@@ -27,16 +27,19 @@ NOTEBOOKS = [
     "05_test_inference",
 ]
 
-# `default` is the README's main job (2 CPU cores, under 15 minutes; tuned in benchmarks/results/synthetic.md);
-# `smoke` checks that every cell runs; `cfp` is the recipe benchmarks/cfp.py measured on real faces (CFP).
-# The pretext learns angle and expression, not identity, so it keeps its own
-# P x K: 16 x 4 helps the identity triplet loss, while the pretext run the tuning used was 8 x 8.
+# Each profile overrides the training configs (facelib.recipe; whatever it leaves out keeps the config's default):
+# `default` is the README's main job (2 CPU cores, under 15 minutes; tuned in benchmarks/results/synthetic.md),
+# a shorter identity run than the recipe's 40 epochs; `smoke` checks that every cell runs; `cfp` is the recipe
+# benchmarks/cfp.py measured on real faces (CFP). `identities`: the size of the profile's own synthetic set.
 PROFILES = {
-    "default": dict(image_size=64, pretext_epochs=4, epochs=20, pretext_batch=(8, 8), batch=(16, 4), ablations=False),
+    "default": dict(pretext=dict(epochs=4), identity=dict(epochs=20), ablations=False),
     "smoke": dict(
-        identities=16, image_size=32, pretext_epochs=1, epochs=2, pretext_batch=(4, 4), batch=(4, 4), ablations=True
+        identities=16,
+        pretext=dict(image_size=32, epochs=1, batch=(4, 4)),
+        identity=dict(image_size=32, epochs=2, batch=(4, 4)),
+        ablations=True,
     ),
-    "cfp": dict(image_size=64, pretext_epochs=3, epochs=25, pretext_batch=(16, 4), batch=(16, 4), ablations=False),
+    "cfp": dict(pretext=dict(epochs=3, batch=(16, 4)), identity=dict(epochs=25), ablations=False),
 }
 SAMPLED_PAIRS = 600  # for data without verification pairs (plain identity folders): drawn with the seed
 SAMPLED_FOLDS = 10  # ... and cut into folds, each judged at the threshold chosen on the others
@@ -53,11 +56,8 @@ class Settings:
     format: str
     run_dir: str
     profile: str
-    image_size: int
-    pretext_epochs: int
-    epochs: int
-    pretext_batch: tuple
-    batch: tuple
+    pretext: dict  # overrides of facelib.recipe.PretextConfig: the profile's, then the notebook's parameters
+    identity: dict  # ... and of facelib.recipe.IdentityConfig
     seed: int
     device: str
     ablations: bool
@@ -67,6 +67,20 @@ class Settings:
 
     def path(self, name):
         return Path(self.run_dir) / name
+
+    def pretext_config(self):
+        from facelib.recipe import PretextConfig
+
+        return PretextConfig(
+            self.data, seed=self.seed, device=self.device, train_folds=self.train_folds, **self.pretext
+        )
+
+    def identity_config(self, **overrides):
+        """The identity run's config; `overrides` (e.g. model, init) win over the profile's."""
+        from facelib.recipe import IdentityConfig
+
+        settings = dict(seed=self.seed, device=self.device, train_folds=self.train_folds, val_folds=self.val_folds)
+        return IdentityConfig(self.data, **settings, **{**self.identity, **overrides})
 
     def exists(self, name):
         return self.path(name).exists()
@@ -177,11 +191,8 @@ def setup(
         format=data_format,
         run_dir=str(run_dir),
         profile=profile,
-        image_size=image_size or preset["image_size"],
-        pretext_epochs=pretext_epochs or preset["pretext_epochs"],
-        epochs=epochs or preset["epochs"],
-        pretext_batch=preset["pretext_batch"],
-        batch=preset["batch"],
+        pretext=_overrides(preset["pretext"], epochs=pretext_epochs, image_size=image_size),
+        identity=_overrides(preset["identity"], epochs=epochs, image_size=image_size),
         seed=seed,
         device=device,
         ablations=preset["ablations"] if ablations is None else ablations,
@@ -189,6 +200,11 @@ def setup(
         val_folds=[9] if cfp else None,
         report_split=report_split,
     )
+
+
+def _overrides(profile_overrides, **parameters):
+    """A profile's overrides of a config, with the notebook's parameters that were set (None: the profile's)."""
+    return {**profile_overrides, **{name: value for name, value in parameters.items() if value is not None}}
 
 
 def _report_split(pairs):

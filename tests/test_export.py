@@ -177,10 +177,11 @@ def test_a_cosface_gdc_run_trains_reloads_and_exports(tmp_path):
     from test_training import write_tiny_kface
 
     from facelib import training
+    from facelib.recipe import IdentityConfig
 
     data = write_tiny_kface(tmp_path / "data")
-    options = dict(image_size=64, epochs=12, lr=3e-3, batch=(2, 4), cache_dir=tmp_path / "cache", progress=False)
-    model = training.train_identity(data, tmp_path / "run", margin="cosface", head="gdc", **options)
+    config = IdentityConfig(data, image_size=64, epochs=12, lr=3e-3, batch=(2, 4), margin="cosface", head="gdc")
+    model = training.train_identity(config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
     checkpoint = models.read_checkpoint(model)
     assert {key: checkpoint["config"]["settings"][key] for key in ("margin", "head")} == dict(
         margin="cosface", head="gdc"
