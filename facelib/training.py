@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -43,10 +42,10 @@ from facelib import evaluation, imagecache, layouts, losses, models, options
 from facelib.errors import FacelibError
 from facelib.imagecache import Augmentation, load_images
 from facelib.io_utils import atomic_save, atomic_write_text, remove_stale_temporaries
+from facelib.losses import IGNORE
 from facelib.recipe import IdentityConfig, PretextConfig
 from facelib.sampler import PKSampler
 
-IGNORE = -100  # target of an unknown label (cross-entropy's ignore_index)
 VERIFICATION_METRIC = "cosine"  # the score whose threshold model.pt stores
 CENTRE_SAMPLE = 512  # training faces whose mean embedding is the centre: ~2 s at 64 px on 2 CPU cores
 MIRROR_YAW_TOLERANCE = 5.0  # degrees: a camera code mirrors another when their yaws are opposite within this
@@ -185,7 +184,7 @@ def _angle_mirror(images):
 
 
 class PretextTask:
-    """Cross-entropy on every pretext head (angle + expression, or view + facing), summed."""
+    """Every pretext head (angle + expression, or view + facing) at once (losses.PretextCriterion)."""
 
     files = dict(
         checkpoint="pretext.pt",
@@ -210,26 +209,14 @@ class PretextTask:
         return None
 
     def build(self):
-        return models.PretextNet(self.heads), None
+        return models.PretextNet(self.heads), losses.PretextCriterion()
 
     def flippable(self, indices):
         return self.labels.flippable[indices]
 
     def loss(self, model, criterion, images, indices, flipped):
         targets = torch.where(flipped[:, None], self.labels.mirrored[indices], self.labels.targets[indices])
-        targets = targets.to(images.device)
-        parts, total = {}, 0.0
-        for column, (name, logits) in enumerate(model(images).items()):
-            target = targets[:, column]
-            known = (target != IGNORE).sum()
-            # mean over the known labels only; a batch without any (e.g. all-frontal for 'facing') adds 0
-            head_loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum") / known.clamp(
-                min=1
-            )
-            total = total + head_loss
-            parts[name] = head_loss.item()
-            parts[f"{name}_acc"] = ((logits.argmax(1) == target).sum() / known.clamp(min=1)).item()
-        return total, parts
+        return criterion(model(images), targets.to(images.device))
 
     def end_epoch(self, model, faces):
         """Nothing to measure: the pretext model has no embedding."""
@@ -266,16 +253,7 @@ class IdentityTask:
         )
         if c.init:
             models.load_backbone_from_pretext(model, c.init)
-        criterion = losses.TriarchyCriterion(
-            len(self.identities),
-            label_smoothing=c.resolved("label_smoothing"),
-            triplet_weight=c.triplet_weight,
-            center_weight=c.resolved("center_weight"),
-            use_center=c.resolved("center_weight") > 0,  # weight 0 (the Baseline's): no center loss at all
-            triplet_scale=c.triplet_scale,
-            margin=c.margin,
-        )
-        return model, criterion
+        return model, identity_criterion(c, len(self.identities))
 
     def flippable(self, indices):
         return None
@@ -301,6 +279,20 @@ class IdentityTask:
         return dict(
             num_ids=len(self.identities), inference_parameters=models.count_parameters(models.export_embedder(model))
         )
+
+
+def identity_criterion(config, num_ids):
+    """The identity criterion, composed from the config: a center loss only where its weight is above 0 (the
+    Baseline's is 0: recipe.MODEL_DEFAULTS)."""
+    center_weight = config.resolved("center_weight")
+    return losses.TriarchyCriterion(
+        identity=losses.IdentityLoss(config.resolved("label_smoothing"), config.margin),
+        triplet=losses.SoftMarginTriplet(config.triplet_scale),
+        center=losses.CenterLoss(num_ids, models.EMBEDDING_DIM, center_weight, config.center_lr)
+        if center_weight > 0
+        else None,
+        triplet_weight=config.triplet_weight,
+    )
 
 
 # the loop asks the task, never which task it runs
@@ -516,9 +508,9 @@ class _Training:
     """Everything that changes while training, i.e. what a checkpoint must restore."""
 
     model: torch.nn.Module
-    criterion: torch.nn.Module  # None for the pretext task; holds the center-loss centers for Triarchy
+    criterion: losses.Criterion  # holds the center-loss centers for Triarchy
     optimizer: torch.optim.Optimizer
-    center_optimizer: torch.optim.Optimizer  # None without a center loss
+    criterion_optimizers: dict  # name -> optimiser of the criterion's own parameters (losses.Criterion)
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator  # augmentation randomness
     history: list
@@ -534,18 +526,19 @@ class _Training:
             history=self.history,
             best=self.best,
             rng=rng,
+            criterion=self.criterion.state_dict(),
+            **{name: optimizer.state_dict() for name, optimizer in self.criterion_optimizers.items()},
         )
-        if self.center_optimizer is not None:
-            state.update(criterion=self.criterion.state_dict(), center_optimizer=self.center_optimizer.state_dict())
         return state
 
     def restore(self, checkpoint, runtime):
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if self.center_optimizer is not None:
-            self.criterion.load_state_dict(checkpoint["criterion"])
-            self.center_optimizer.load_state_dict(checkpoint["center_optimizer"])
+        # checkpoints before every criterion was stored left out those without parameters (empty state)
+        self.criterion.load_state_dict(checkpoint.get("criterion", {}))
+        for name, optimizer in self.criterion_optimizers.items():
+            optimizer.load_state_dict(checkpoint[name])
         if len(checkpoint["rng"]) != runtime.world_size:
             raise FacelibError(f"resume: the run used {len(checkpoint['rng'])} process(es), now {runtime.world_size}")
         _set_rng_state(checkpoint["rng"][runtime.rank], self.generator)
@@ -557,14 +550,12 @@ def _start(task, config, steps, runtime):
     _seed_everything(config.seed)
     model, criterion = task.build()
     model.to(runtime.device)
-    if criterion is not None:
-        criterion.to(runtime.device)
+    criterion.to(runtime.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, config.warmup))
-    center_optimizer = criterion.center_optimizer(config.center_lr) if criterion is not None else None
     _seed_everything(config.seed + 1_000_003 * (runtime.rank + 1))  # from here on, each rank its own stream
     generator = torch.Generator().manual_seed(config.seed + 7919 * runtime.rank)
-    return _Training(model, criterion, optimizer, center_optimizer, scheduler, generator, history=[])
+    return _Training(model, criterion, optimizer, criterion.optimizers(), scheduler, generator, history=[])
 
 
 def _fit(task_class, config, files, checkpoint, runtime, cache_dir, progress):
@@ -697,14 +688,12 @@ def _train_epoch(run, net, task, faces, sampler, augment, runtime, config, files
                 f"loss became {values[0].item()} at epoch {run.epoch + 1}, step {step + 1}: "
                 f"training stopped; {kept}. Try a lower learning rate (lr={config.lr})."
             )
-        run.optimizer.zero_grad(set_to_none=True)
-        if run.center_optimizer is not None:
-            run.center_optimizer.zero_grad(set_to_none=True)
+        for optimizer in (run.optimizer, *run.criterion_optimizers.values()):
+            optimizer.zero_grad(set_to_none=True)
         total.backward()
         run.optimizer.step()
-        if run.center_optimizer is not None:
-            _average_gradients(runtime, run.criterion)
-            run.criterion.step_centers(run.center_optimizer)
+        _average_gradients(runtime, run.criterion)
+        run.criterion.step(run.criterion_optimizers)
         run.scheduler.step()
         for name, value in zip(["loss", *parts], values.tolist()):
             sums[name] = sums.get(name, 0.0) + value

@@ -306,8 +306,9 @@ def test_margin_and_head_build_the_model_and_criterion_they_name(tmp_path):
     config = IdentityConfig(tmp_path, model="baseline", image_size=64, margin="arcface", head="gdc")
     model, criterion = training.IdentityTask(config, images).build()
     assert isinstance(model.classifier, models.CosineClassifier) and model.embedder.head == "gdc"
-    assert isinstance(criterion.margin_logits, losses.ArcFaceLogits)
+    assert isinstance(criterion.identity_loss.margin_logits, losses.ArcFaceLogits)
+    assert criterion.center_loss is None  # the Baseline's: recipe.MODEL_DEFAULTS
     # the defaults: the plain softmax on the average-pooled head
     model, criterion = training.IdentityTask(IdentityConfig(tmp_path, model="baseline"), images).build()
     assert isinstance(model.classifier, torch.nn.Linear) and model.embedder.head == "gap"
-    assert criterion.margin_logits is None
+    assert isinstance(criterion.identity_loss.margin_logits, losses.PlainLogits)
