@@ -46,15 +46,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from facelib import evaluation, imagecache, layouts, models, recipe, training
+from facelib import evaluation, imagecache, layouts, models, recipe, splits, training
 from facelib.classical import ClassicalPeer
 from facelib.io_utils import atomic_write_text
 from facelib.recipe import IdentityConfig, PretextConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cfp"
-TRAIN_FOLDS = list(range(1, 9))
-HELD_OUT_FOLD = 9
+TRAIN_FOLDS = splits.CFP_TRAIN_FOLDS
+[HELD_OUT_FOLD] = splits.CFP_HELD_OUT_FOLDS
 PROTOCOLS = ("FP", "FF")
 THRESHOLD_BLOCKS = 10
 STANDARDISE_SAMPLE = 1024  # training faces whose per-dimension mean and spread the "standardised" variant uses
@@ -260,11 +260,9 @@ def train_network(args, method, pretext):
 
 def held_out(data):
     """Fold 9: its images (with the pose column retrieval needs) and its FP and FF pairs."""
-    images = data.images[data.images["fold"] == HELD_OUT_FOLD].reset_index(drop=True)
+    images = splits.held_out_images(data, [HELD_OUT_FOLD])
     images["pose"] = evaluation.pose_labels(images)
-    pairs = {
-        protocol: evaluation.select_pairs(data, protocol=protocol, folds=[HELD_OUT_FOLD]) for protocol in PROTOCOLS
-    }
+    pairs = {protocol: splits.select_pairs(data, protocol=protocol, folds=[HELD_OUT_FOLD]) for protocol in PROTOCOLS}
     return images, pairs
 
 
@@ -364,7 +362,7 @@ def pretext_row(args, pretext, images, pairs):
 
 def classical_row(args, data, images, pairs):
     started = time.perf_counter()
-    train_images = training.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
+    train_images = splits.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
     peer = ClassicalPeer()
     peer.fit(imagecache.load_images(train_images, args.classical_size), train_images["identity"])
     train_seconds = time.perf_counter() - started
@@ -444,7 +442,7 @@ def main(argv=None):
 
     data = layouts.load(args.data)
     images, pairs = held_out(data)
-    train_images = training.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
+    train_images = splits.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
     train_sample = train_images.sample(n=min(STANDARDISE_SAMPLE, len(train_images)), random_state=0)
     needs_pretext = any(NETWORKS.get(m, (None, False))[1] for m in args.methods) or "pretext-features" in args.methods
     pretext = train_pretext(args) if needs_pretext else None

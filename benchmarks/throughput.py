@@ -36,7 +36,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from facelib import export, layouts, losses, models, synthetic, training
+from facelib import export, layouts, losses, models, splits, synthetic
 from facelib.imagecache import Augmentation, load_images, to_model_input
 from facelib.io_utils import atomic_write_text
 from facelib.sampler import PKSampler
@@ -276,7 +276,7 @@ def main():
         )
 
     data = layouts.load(args.data or synthetic.ensure_default())
-    images = training.training_images(data)
+    images = splits.training_images(data)
     sampler = PKSampler(images["identity"].to_numpy(), *BATCH, seed=0)
     size = args.image_size
     threads = torch.get_num_threads()

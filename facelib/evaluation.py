@@ -25,7 +25,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
-from facelib import export, imagecache, models
+from facelib import export, imagecache, models, splits
 from facelib import options as checks
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_path
@@ -395,27 +395,6 @@ def accuracy_by_pose(pairs, images, scores, threshold):
 # ----------------------------------------------------------------------------------------------- data
 
 
-def select_pairs(data, split=None, protocol=None, folds=None):
-    """The pairs of `data` in `split` / `protocol` / `folds` (None = no filter), in file order."""
-    pairs = data.pairs
-    if pairs.empty:
-        raise FacelibError(f"{data.root}: the data set has no pairs to evaluate")
-    keep = pd.Series(True, index=pairs.index)
-    if split is not None:
-        keep &= pairs["split"] == split
-    if protocol is not None:
-        keep &= pairs["protocol"].str.upper() == str(protocol).upper()
-    if folds is not None:
-        keep &= pairs["fold"].isin(list(folds)).fillna(False)
-    chosen = pairs[keep.astype(bool)]
-    if chosen.empty:
-        present = {column: sorted(pairs[column].dropna().unique().tolist()) for column in ("split", "protocol", "fold")}
-        raise FacelibError(
-            f"{data.root}: no pairs with split={split}, protocol={protocol}, folds={folds} (present: {present})"
-        )
-    return chosen
-
-
 def labelled_same(pairs):
     """The pairs' labels as a bool array (True = same person); FacelibError when any pair is unlabelled."""
     unknown = pairs["same"].isna()
@@ -433,11 +412,11 @@ def _calibration_pairs(data, split, protocol, calibrate, calibrate_folds):
     """(pairs that choose the threshold, description) or (None, None). Competition data evaluated on a
     split other than validate is calibrated on validate by default, the honest choice."""
     if calibrate_folds is not None:
-        return select_pairs(data, split, protocol, calibrate_folds), f"folds {list(calibrate_folds)}"
+        return splits.select_pairs(data, split, protocol, calibrate_folds), f"folds {list(calibrate_folds)}"
     if calibrate is None and split not in (None, "validate") and (data.pairs["split"] == "validate").any():
         calibrate = "validate"
     if calibrate is not None:
-        return select_pairs(data, calibrate, protocol), f"split {calibrate}"
+        return splits.select_pairs(data, calibrate, protocol), f"split {calibrate}"
     return None, None
 
 
@@ -477,7 +456,7 @@ def pair_scores(
 ):
     """(the selected pairs, one score per pair): what ROC curves and score histograms are drawn from.
     Shares `evaluate`'s embedding cache, so after an evaluation it runs no network."""
-    pairs = select_pairs(data, split, protocol, folds)
+    pairs = splits.select_pairs(data, split, protocol, folds)
     labelled_same(pairs)  # the curves drawn from these scores need labels
     embeddings = embed_pairs(
         resolve_model(model, device, engine),
@@ -574,7 +553,7 @@ def evaluate(
     threshold = checks.threshold(threshold)
     model = resolve_model(model, device, engine)
     options = dict(batch_size=batch_size, flip=flip, cache=cache, progress=progress)
-    pairs = select_pairs(data, split, protocol, folds)
+    pairs = splits.select_pairs(data, split, protocol, folds)
     same = labelled_same(pairs)
     calibration, calibration_name = _calibration_pairs(data, split, protocol, calibrate, calibrate_folds)
     if calibration is not None:
@@ -695,11 +674,11 @@ def predict(
     threshold, out = checks.threshold(threshold), checks.output_file(out)
     model = resolve_model(model, device, engine)
     options = dict(batch_size=batch_size, flip=flip, cache=cache, progress=progress)
-    pairs = select_pairs(data, split)
+    pairs = splits.select_pairs(data, split)
     if threshold is None:
         calibrate = calibrate or ("validate" if split != "validate" else None)
         if calibrate is None or calibrate == split:
             raise FacelibError(f"predicting split {split!r}: give a threshold, or another split to calibrate it on")
-        threshold = _calibrated_threshold(model, data, select_pairs(data, calibrate), metric, options)
+        threshold = _calibrated_threshold(model, data, splits.select_pairs(data, calibrate), metric, options)
     scores = embed_pairs(model, data.images, pairs, **options).scores(pairs, metric)
     return write_predictions(pairs, scores, threshold, out, with_score)

@@ -6,13 +6,10 @@ data exists. `run_series` executes 01-05 in order into the run folder; the same 
 `papermill` commands.
 """
 
-import dataclasses
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_write_text
@@ -41,8 +38,6 @@ PROFILES = {
     ),
     "cfp": dict(pretext=dict(epochs=3, batch=(16, 4)), identity=dict(epochs=25), ablations=False),
 }
-SAMPLED_PAIRS = 600  # for data without verification pairs (plain identity folders): drawn with the seed
-SAMPLED_FOLDS = 10  # ... and cut into folds, each judged at the threshold chosen on the others
 DATA_RECORD = "data.json"  # in the run folder: which data set its checkpoints were trained on
 # Figures that show faces: refreshed into figures/ only for the generated synthetic faces, never for real data.
 FIGURES_WITH_FACES = {"sample_faces", "one_identity", "retrieval", "error_pairs"}
@@ -61,9 +56,9 @@ class Settings:
     seed: int
     device: str
     ablations: bool
-    train_folds: list  # CFP: protocol folds 1-8 train, fold 9 validates and tests (fold 10 is withheld)
+    train_folds: list  # CFP: the folds that train, and those that validate and test (facelib.splits)
     val_folds: list
-    report_split: str  # K-Face: "test", or "validate" where the test labels are the challenge's dummies
+    test_pairs: dict  # the pairs the notebooks report on, as a `select_pairs` filter (splits.test_selection)
 
     def path(self, name):
         return Path(self.run_dir) / name
@@ -94,26 +89,19 @@ class Settings:
         return fig
 
     def load(self):
-        """The data set (layouts.load). Where it has no verification pairs (plain identity folders) it gets
-        up to SAMPLED_PAIRS pairs drawn with the seed, half of them same-person, in SAMPLED_FOLDS folds."""
-        from facelib import layouts
+        """The data set (layouts.load); where it has no verification pairs (plain identity folders), with pairs
+        drawn with the seed (splits.with_sampled_pairs)."""
+        from facelib import layouts, splits
 
-        faces = layouts.load(self.data)
-        if faces.pairs.empty:
-            per_identity = faces.images.groupby("identity").size()
-            count = min(SAMPLED_PAIRS, 2 * int((per_identity * (per_identity - 1) // 2).sum()))
-            pairs = layouts.sample_pairs(faces.images, count, seed=self.seed)
-            pairs["fold"] = pd.array(pd.RangeIndex(len(pairs)) % SAMPLED_FOLDS + 1, dtype="Int64")
-            faces = dataclasses.replace(faces, pairs=pairs)
-        return faces
+        return splits.with_sampled_pairs(layouts.load(self.data), self.seed)
 
     @property
     def has_pretext_labels(self):
         """Whether the training images carry labels for a pretext task (camera angle + expression, or view +
         facing); plain identity folders do not."""
-        from facelib import layouts, training
+        from facelib import layouts, splits, training
 
-        images = training.training_images(layouts.load(self.data), self.train_folds)
+        images = splits.training_images(layouts.load(self.data), self.train_folds)
         try:
             training.pretext_labels(images)
         except FacelibError:
@@ -123,33 +111,17 @@ class Settings:
     def write_json(self, name, obj):
         atomic_write_text(self.path(name), json.dumps(obj, indent=2, default=str))
 
-    @property
-    def test_pairs(self):
-        """The pairs a notebook reports on: the test split (threshold from validate; the validate split itself
-        where the test labels are dummies, as in the challenge's files), or CFP's FP pairs of the validation
-        folds."""
-        if self.format == "kface":
-            return dict(split=self.report_split)
-        if self.format == "cfp":
-            return dict(protocol="FP", folds=self.val_folds)
-        return {}
-
     def test_images(self, faces):
         """The images of the reported pairs."""
-        from facelib.evaluation import select_pairs
+        from facelib import splits
 
-        pairs = select_pairs(faces, **self.test_pairs)
-        used = pd.unique(pairs[["a", "b"]].to_numpy().ravel())
-        return faces.images[faces.images["path"].isin(used)].reset_index(drop=True)
+        return splits.pair_images(faces.images, splits.select_pairs(faces, **self.test_pairs))
 
     def held_out_images(self):
-        """Images no model trains on: the validate and test identities, or CFP's validation folds."""
-        images = self.load().images
-        if self.format == "kface":
-            return images[images["split"].isin(["validate", "test"])].reset_index(drop=True)
-        if self.format == "cfp":
-            return images[images["fold"].isin(self.val_folds)].reset_index(drop=True)
-        return images
+        """Images no model trains on (facelib.splits)."""
+        from facelib import splits
+
+        return splits.held_out_images(self.load(), self.val_folds)
 
 
 def profile_settings(profile):
@@ -170,7 +142,7 @@ def setup(
     ablations=None,
 ):
     """Settings for one notebook: explicit values win, the profile fills the rest, synthetic data is made if needed."""
-    from facelib import layouts
+    from facelib import layouts, splits
 
     preset = profile_settings(profile)
     if data is None:
@@ -184,7 +156,7 @@ def setup(
     record_data(run_dir, data)
     data_format = layouts.detect_format(Path(data).resolve())
     cfp = data_format == "cfp"
-    report_split = _report_split(layouts.load(data).pairs) if data_format == "kface" else None
+    val_folds = splits.CFP_HELD_OUT_FOLDS if cfp else None
     Path(run_dir, "figures").mkdir(parents=True, exist_ok=True)
     return Settings(
         data=str(data),
@@ -196,21 +168,15 @@ def setup(
         seed=seed,
         device=device,
         ablations=preset["ablations"] if ablations is None else ablations,
-        train_folds=list(range(1, 9)) if cfp else None,
-        val_folds=[9] if cfp else None,
-        report_split=report_split,
+        train_folds=splits.CFP_TRAIN_FOLDS if cfp else None,
+        val_folds=val_folds,
+        test_pairs=splits.test_selection(layouts.load(data), val_folds),
     )
 
 
 def _overrides(profile_overrides, **parameters):
     """A profile's overrides of a config, with the notebook's parameters that were set (None: the profile's)."""
     return {**profile_overrides, **{name: value for name, value in parameters.items() if value is not None}}
-
-
-def _report_split(pairs):
-    """K-Face: the test split where its labels are usable, else validate (the challenge's test labels are dummies)."""
-    test = pairs[pairs["split"] == "test"]
-    return "test" if len(test) and test["same"].notna().all() else "validate"
 
 
 def data_path(data, profile):

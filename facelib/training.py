@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from facelib import evaluation, imagecache, layouts, losses, models, options
+from facelib import evaluation, imagecache, layouts, losses, models, options, splits
 from facelib.errors import FacelibError
 from facelib.imagecache import Augmentation, load_images
 from facelib.io_utils import atomic_save, atomic_write_text, remove_stale_temporaries
@@ -86,37 +86,7 @@ def train_identity(config, out, *, resume=False, overwrite=False, cache_dir=None
     return _run(config, out, resume, overwrite, cache_dir, progress)
 
 
-# ----------------------------------------------------------------------------------------------- data selection
-
-
-def training_images(data, train_folds=None, val_folds=None):
-    """The image rows a model trains on: K-Face `train` split, CFP `train_folds` (default: all but `val_folds`),
-    every image of other layouts."""
-    images = data.images
-    if data.format == "cfp":
-        if train_folds and val_folds and set(train_folds) & set(val_folds):
-            raise FacelibError(f"--train-folds {train_folds} and --val-folds {val_folds} overlap")
-        chosen = images["fold"].isin(train_folds) if train_folds else ~images["fold"].isin(val_folds or [])
-        selected = images[chosen.fillna(False).astype(bool)]
-    else:
-        if train_folds or val_folds:
-            raise FacelibError(f"--train-folds/--val-folds select CFP folds; {data.root} is {data.format} data")
-        selected = images[images["split"] == "train"] if data.format == "kface" else images
-    if selected.empty:
-        raise FacelibError(f"{data.root}: no training images (format {data.format}, train folds {train_folds})")
-    return selected.reset_index(drop=True)
-
-
-def validation_pairs(data, val_folds=None):
-    """Pairs that choose the best epoch: K-Face `validate` split, CFP `val_folds` (FF and FP); else none."""
-    pairs = data.pairs
-    if pairs.empty:
-        return pairs
-    if data.format == "kface":
-        return pairs[pairs["split"] == "validate"].reset_index(drop=True)
-    if data.format == "cfp" and val_folds:
-        return pairs[pairs["fold"].isin(val_folds).fillna(False).astype(bool)].reset_index(drop=True)
-    return pairs.iloc[:0]
+# ----------------------------------------------------------------------------------------------- pretext labels
 
 
 @dataclass
@@ -202,7 +172,7 @@ class PretextTask:
     @staticmethod
     def select(config, data):
         """The training images, and no validation pairs: the pretext has no embedding to verify with."""
-        return training_images(data, config.train_folds), data.pairs.iloc[:0]
+        return splits.training_images(data, config.train_folds), data.pairs.iloc[:0]
 
     def views(self, images):
         """Batches are drawn without regard to view (facelib.sampler)."""
@@ -240,7 +210,8 @@ class IdentityTask:
     @staticmethod
     def select(config, data):
         """The training images and the validation pairs that choose the best epoch."""
-        return training_images(data, config.train_folds, config.val_folds), validation_pairs(data, config.val_folds)
+        images = splits.training_images(data, config.train_folds, config.val_folds)
+        return images, splits.validation_pairs(data, config.val_folds)
 
     def views(self, images):
         """pose_aware: each identity's K images in a batch include one of every view it has (facelib.sampler)."""

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from facelib import evaluation, layouts
+from facelib import evaluation, layouts, splits
 from facelib.errors import FacelibError
 from facelib.retrieval import rank_gallery
 
@@ -303,7 +303,7 @@ def test_unlabelled_test_split_predicts_but_does_not_evaluate(face_data, tmp_pat
 
 def test_cfp_pose_groups_follow_the_protocol(cfp_root):
     data = layouts.load(cfp_root)
-    pairs = pd.concat([evaluation.select_pairs(data, protocol=p, folds=[1]).head(50) for p in ("FF", "FP")])
+    pairs = pd.concat([splits.select_pairs(data, protocol=p, folds=[1]).head(50) for p in ("FF", "FP")])
     groups = evaluation.pair_groups(pairs, data.images)["pose"]
     assert groups[pairs["protocol"] == "FF"].eq("frontal-frontal").all()
     assert groups[pairs["protocol"] == "FP"].eq("frontal-profile").all()

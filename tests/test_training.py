@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facelib import layouts, losses, models, training
+from facelib import layouts, losses, models, splits, training
 from facelib.errors import FacelibError
 from facelib.imagecache import AUGMENTATIONS, Augmentation
 from facelib.recipe import IdentityConfig, PretextConfig
@@ -84,7 +84,7 @@ def weights(path):
 
 
 def test_pretext_labels_mirror_camera_codes_and_expressions_stay(tiny_data):
-    images = training.training_images(layouts.load(tiny_data))
+    images = splits.training_images(layouts.load(tiny_data))
     labels = training.pretext_labels(images)
     assert labels.classes == {"angle": [1, 2, 3], "expression": [1, 2]}
     angle = labels.targets[:, 0]
