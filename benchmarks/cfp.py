@@ -13,7 +13,7 @@ only held-out fold of this copy (fold 10 is withheld), so it serves both to pick
 (facelib.training validates on it after every epoch) and to report. The decision threshold is never chosen
 on the pairs it judges: each protocol's 700 fold-9 pairs are cut, in file order, into 10 blocks of 35 same +
 35 different pairs (so a block covers about 5 of the 50 identities), and each block is judged at the
-best-accuracy threshold of the other 9 (facelib.evaluation.kfold_thresholds); accuracy is the mean (and
+best-accuracy threshold of the other 9 (facelib.metrics.kfold_thresholds); accuracy is the mean (and
 std) over the blocks. AUC and EER need no threshold and use all 700 pairs. Retrieval: the 500 frontal
 fold-9 faces are the gallery, the 200 profiles the probes. The epoch choice on fold 9 still makes the
 networks' numbers slightly optimistic; the `last_epoch` variant of each network row shows by how much.
@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from facelib import evaluation, imagecache, layouts, models, recipe, splits, training
+from facelib import embedding, evaluation, imagecache, layouts, metrics, models, poses, recipe, splits, training
 from facelib.classical import ClassicalPeer
 from facelib.io_utils import atomic_write_text
 from facelib.recipe import IdentityConfig, PretextConfig
@@ -261,7 +261,7 @@ def train_network(args, method, pretext):
 def held_out(data):
     """Fold 9: its images (with the pose column retrieval needs) and its FP and FF pairs."""
     images = splits.held_out_images(data, [HELD_OUT_FOLD])
-    images["pose"] = evaluation.pose_labels(images)
+    images["pose"] = poses.pose_labels(images)
     pairs = {protocol: splits.select_pairs(data, protocol=protocol, folds=[HELD_OUT_FOLD]) for protocol in PROTOCOLS}
     return images, pairs
 
@@ -276,32 +276,32 @@ def threshold_blocks(pairs):
 def verification(embeddings, pairs):
     """accuracy (mean +- std over the threshold blocks), auc, eer, tar@far=1% on one protocol's pairs."""
     scores, same = embeddings.scores(pairs), pairs["same"].to_numpy(bool)
-    thresholds, blocks = evaluation.kfold_thresholds(scores, same, threshold_blocks(pairs))
-    metrics = evaluation.verification_metrics(scores, same, thresholds)
+    thresholds, blocks = metrics.kfold_thresholds(scores, same, threshold_blocks(pairs))
+    measured = metrics.verification_metrics(scores, same, thresholds)
     return {
         "accuracy": float(blocks["accuracy"].mean()),
         "accuracy_std": float(blocks["accuracy"].std(ddof=0)),
-        "auc": metrics["auc"],
-        "eer": metrics["eer"],
-        "tar_at_far_1e-2": metrics["tar_at_far"]["0.01"],
-        "threshold": metrics["threshold"],
-        "pairs": metrics["pairs"],
+        "auc": measured["auc"],
+        "eer": measured["eer"],
+        "tar_at_far_1e-2": measured["tar_at_far"]["0.01"],
+        "threshold": measured["threshold"],
+        "pairs": measured["pairs"],
     }
 
 
 def score(images, pairs, vectors):
     """Every reported number for one set of fold-9 embeddings."""
-    embeddings = evaluation.Embeddings(images, vectors)
+    embeddings = embedding.Embeddings(images, vectors)
     row = {protocol: verification(embeddings, pairs[protocol]) for protocol in PROTOCOLS}
     row["retrieval"] = evaluation.retrieval_metrics(embeddings)
     return row
 
 
 def network_vectors(checkpoint, images, flip, device, centred=True):
-    model = evaluation.resolve_model(checkpoint, device)
+    model = embedding.resolve_model(checkpoint, device)
     if not centred:  # the same weights, scored on the embedding before the centre is subtracted
         model.centre.zero_()
-    return evaluation.embed_images(model, images, flip=flip, device=device)
+    return embedding.embed_images(model, images, flip=flip, device=device)
 
 
 def network_row(args, method, pretext, images, pairs, train_sample):

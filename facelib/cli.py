@@ -101,7 +101,7 @@ def cmd_evaluate(args):
         device=args.device,
         engine=args.engine,
         progress=True,
-    )
+    ).metrics
     if args.json:
         print(json.dumps(result, default=str))
         return

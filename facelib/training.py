@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from facelib import evaluation, imagecache, layouts, losses, models, options, splits
+from facelib import embedding, imagecache, layouts, losses, metrics, models, options, splits
 from facelib.errors import FacelibError
 from facelib.imagecache import Augmentation, load_images
 from facelib.io_utils import atomic_save, atomic_write_text, remove_stale_temporaries
@@ -730,10 +730,10 @@ class _Validation:
         )
 
     def _best_threshold(self, model, flip):
-        vectors = evaluation.embed_images(
+        vectors = embedding.embed_images(
             models.export_embedder(model), self.faces, flip=flip, cache=False, device=self.device
         )
-        scores = evaluation.Embeddings(self.images, vectors).scores(self.pairs, VERIFICATION_METRIC)
+        scores = embedding.Embeddings(self.images, vectors).scores(self.pairs, VERIFICATION_METRIC)
         same = self.pairs["same"].to_numpy(bool)
-        threshold = evaluation.best_threshold(scores, same)
-        return threshold, float((evaluation.predicted_same(scores, threshold) == same).mean())
+        threshold = metrics.best_threshold(scores, same)
+        return threshold, float((metrics.predicted_same(scores, threshold) == same).mean())

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facelib import alignment, evaluation, imagecache, layouts, models
+from facelib import alignment, embedding, imagecache, layouts, models
 from facelib.imagecache import load_images
 
 OUT = 96  # aligned face side, pixels
@@ -117,7 +117,7 @@ def test_align_is_stored_with_the_run_and_embeds_faces_the_same_way(tmp_path, mo
     monkeypatch.setattr(
         imagecache, "load_images", lambda *args, **kw: asked.append(kw["align"]) or original(*args, **kw)
     )
-    evaluation.embed_images(model, layouts.load(data).images, cache=False)
+    embedding.embed_images(model, layouts.load(data).images, cache=False)
     assert asked == [True]
 
 

@@ -9,7 +9,7 @@ import onnxruntime
 import pytest
 import torch
 
-from facelib import alignment, evaluation, export, imagecache, inference, layouts, models
+from facelib import alignment, embedding, evaluation, export, imagecache, inference, layouts, models
 from facelib.cli import main
 from facelib.errors import FacelibError
 
@@ -40,7 +40,7 @@ def run_without_facelib(path, faces):
 
 def torch_embeddings(model, faces, flip=True):
     net = models.load_embedder(model) if isinstance(model, (str, os.PathLike)) else model
-    return evaluation.embed_images(net, faces, flip=flip, cache=False)
+    return embedding.embed_images(net, faces, flip=flip, cache=False)
 
 
 def assert_parity(model, onnx_path, faces):
@@ -137,8 +137,8 @@ def test_onnx_engine_scores_equal_torch(trained_run):
     _, torch_scores = evaluation.pair_scores(faces, model, split="validate", engine="torch")
     _, onnx_scores = evaluation.pair_scores(faces, model, split="validate", engine="onnx")
     assert np.abs(onnx_scores - torch_scores).max() <= TOLERANCE
-    torch_result = evaluation.evaluate(faces, model, split="validate", engine="torch")
-    onnx_result = evaluation.evaluate(faces, model, split="validate", engine="onnx")
+    torch_result = evaluation.evaluate(faces, model, split="validate", engine="torch").metrics
+    onnx_result = evaluation.evaluate(faces, model, split="validate", engine="onnx").metrics
     assert onnx_result["engine"] == "onnx" and torch_result["engine"] == "torch"
     assert onnx_result["accuracy"] == torch_result["accuracy"]
     assert onnx_result["auc"] == pytest.approx(torch_result["auc"], abs=TOLERANCE)
