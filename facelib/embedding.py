@@ -4,14 +4,14 @@
 and `Embeddings.scores` scores each pair by looking its two images up. `resolve_model` chooses what runs the
 network: torch, or the same network in ONNX Runtime.
 
-The embedding cache: evaluating a model runs the network over every image of the pairs; the notebooks, `compare`
-and `pair_scores` then ask for the same embeddings again (and an evaluation that calibrates on another split
-embeds overlapping images). Each result is kept as one .npy file in the facelib cache folder, so asking again
+The embedding cache: evaluating a model runs the network over every image of the pairs; the notebooks, `compare`,
+`predict` and `facelib search` then ask for the same embeddings again (and an evaluation that calibrates on another
+split embeds overlapping images). Each result is kept as one .npy file in the facelib cache folder, so asking again
 runs no network. Its key covers everything the vectors depend on: the model's architecture and every weight and
 buffer (`weights_digest`; an ONNX file's digest), each image file's path, modification time, size and crop
-(imagecache.cache_key), the input size and alignment, `flip`, and EMBEDDING_CACHE_FORMAT. So retraining, a
-changed image or another option gives a new key and the old file is never read again; old files are removed by
-the cache folder's size cap (imagecache.prune, $FACELIB_CACHE_LIMIT_MB).
+(imagecache.cache_key), the input size and alignment, `flip`, and EMBEDDING_CACHE_FORMAT. So retraining, a changed
+image or another option gives a new key and the old file is never read again; old files are removed by the cache
+folder's size cap (imagecache.prune, $FACELIB_CACHE_LIMIT_MB).
 """
 
 import hashlib

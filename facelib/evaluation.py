@@ -64,37 +64,6 @@ def _calibration_pairs(data, split, protocol, calibrate, calibrate_folds):
     return None, None
 
 
-def pair_scores(
-    data,
-    model,
-    split=None,
-    protocol=None,
-    folds=None,
-    *,
-    flip=True,
-    metric="cosine",
-    batch_size=128,
-    cache=True,
-    device=None,
-    engine="torch",
-    progress=False,
-):
-    """(the selected pairs, one score per pair): what ROC curves and score histograms are drawn from.
-    Shares `evaluate`'s embedding cache, so after an evaluation it runs no network."""
-    pairs = splits.select_pairs(data, split, protocol, folds)
-    labelled_same(pairs)  # the curves drawn from these scores need labels
-    embeddings = embed_pairs(
-        resolve_model(model, device, engine),
-        data.images,
-        pairs,
-        batch_size=batch_size,
-        flip=flip,
-        cache=cache,
-        progress=progress,
-    )
-    return pairs, embeddings.scores(pairs, metric)
-
-
 def _calibrated_threshold(model, data, pairs, metric, options):
     scores = embed_pairs(model, data.images, pairs, **options).scores(pairs, metric)
     return best_threshold(scores, labelled_same(pairs))

@@ -10,13 +10,12 @@ label smoothing 0.1, triplet weight 1, center-loss weight 5e-4 with its own SGD 
 
 Where the triplet distances are measured (`scale`; facelib.recipe's default is "batch"):
     raw    the embedding as it is, as in the original. Nothing holds its scale up once the identity logits pass
-           through BatchNorm: weight decay shrinks it (norm about 0.26 on the synthetic default), the soft
-           margin sits near softplus(0) = 0.69 and ranks all triplets alike.
-    unit   each embedding L2-normalised (pytorch-metric-learning's default distance). Better on the synthetic
-           set, but on CFP it collapsed every face onto one direction within the first epoch.
+           through BatchNorm: weight decay shrinks it until the soft margin sits near softplus(0) and ranks all
+           triplets alike.
+    unit   each embedding L2-normalised (pytorch-metric-learning's default distance). It can collapse every face
+           onto one direction early in training (it did on CFP).
     batch  the embeddings divided by the batch's mean norm: blind to the overall scale, like "unit", but each
-           face keeps its own length, and on CFP it learnt. Synthetic test AUC 0.968 -> 0.988, CFP fold-9 FP
-           accuracy 0.596 -> 0.696. Runs: benchmarks/results/synthetic.md and experiments.md.
+           face keeps its own length. The measured comparison: benchmarks/results/synthetic.md and experiments.md.
 """
 
 import math

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -37,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from facelib import embedding, imagecache, layouts, losses, metrics, models, options, splits
 from facelib.errors import FacelibError
@@ -356,12 +358,13 @@ def _mean_over_ranks(runtime, values):
 
 
 def _attach_log(path, runtime, progress):
-    """Log lines to RUN/<task>.log (rank 0) and, when showing progress, above the progress bars."""
+    """Log lines to RUN/<task>.log (rank 0) and, when showing progress, to stdout; `_above_the_bars` then
+    prints the stdout lines above the progress bars."""
     handlers = []
     if runtime.is_main:
         handlers.append(logging.FileHandler(path))
         if progress:
-            handlers.append(_TqdmHandler())
+            handlers.append(logging.StreamHandler(sys.stdout))
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         log.addHandler(handler)
@@ -369,9 +372,9 @@ def _attach_log(path, runtime, progress):
     return handlers
 
 
-class _TqdmHandler(logging.Handler):
-    def emit(self, record):
-        tqdm.write(self.format(record))
+def _above_the_bars(runtime, progress):
+    """tqdm's own redirection of the console log lines (`_attach_log`), so they never break a progress bar."""
+    return logging_redirect_tqdm([log], tqdm_class=tqdm) if progress and runtime.is_main else nullcontext()
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -404,10 +407,12 @@ def _run(config, out, resume, overwrite, cache_dir, progress):
                 path.unlink()
     handlers = _attach_log(out / task_class.files["log"], runtime, progress)
     try:
-        return _fit(task_class, config, files, checkpoint, runtime, cache_dir, progress)
-    except FacelibError as error:
-        log.error("stopped: %s", error)
-        raise
+        with _above_the_bars(runtime, progress):
+            try:
+                return _fit(task_class, config, files, checkpoint, runtime, cache_dir, progress)
+            except FacelibError as error:
+                log.error("stopped: %s", error)
+                raise
     finally:
         for handler in handlers:
             log.removeHandler(handler)

@@ -228,8 +228,9 @@ def test_evaluate_embeds_each_image_once_and_reuses_the_cache(face_data, tmp_pat
     assert by_pose["frontal-profile"]["pairs"] == 2
     seen = model.images_seen
     evaluation.evaluate(face_data, model, split="test", flip=False, cache=tmp_path / "cache")
-    pairs, scores = evaluation.pair_scores(face_data, model, split="test", flip=False, cache=tmp_path / "cache")
-    assert model.images_seen == seen  # nothing re-run: both read the cache
+    again = evaluation.evaluate(face_data, model, split="test", flip=False, cache=tmp_path / "cache")
+    pairs, scores = again.pairs, again.scores
+    assert model.images_seen == seen  # nothing re-run: the second evaluation read the cache
     assert len(scores) == len(pairs) == 8 and (scores[pairs["same"].to_numpy()] > 0.9).all()
     # the evaluation carries what it measured, so figures need not score again
     assert evaluated.pairs.equals(pairs) and np.array_equal(evaluated.scores, scores)
@@ -292,9 +293,8 @@ def test_unlabelled_test_split_predicts_but_does_not_evaluate(face_data, tmp_pat
     """The challenge's test file holds dummy labels: predictions work, metrics point to the validate split."""
     truth = face_data.pairs["same"].astype("boolean")
     face_data.pairs["same"] = truth.where(face_data.pairs["split"] != "test", pd.NA)
-    for measure in (evaluation.evaluate, evaluation.pair_scores):
-        with pytest.raises(FacelibError, match=r"split test has no usable labels .* --split validate"):
-            measure(face_data, MeanColour(), split="test", cache=False)
+    with pytest.raises(FacelibError, match=r"split test has no usable labels .* --split validate"):
+        evaluation.evaluate(face_data, MeanColour(), split="test", cache=False)
     with pytest.raises(FacelibError, match="split test has no usable labels"):
         evaluation.evaluate(face_data, MeanColour(), cache=False)  # every pair, the test ones included
     assert evaluation.evaluate(face_data, MeanColour(), split="validate", cache=False).metrics["accuracy"] == 1.0

@@ -134,11 +134,10 @@ def test_out_must_be_a_new_onnx_file(exported, tmp_path):
 def test_onnx_engine_scores_equal_torch(trained_run):
     data, model = trained_run
     faces = layouts.load(data)
-    _, torch_scores = evaluation.pair_scores(faces, model, split="validate", engine="torch")
-    _, onnx_scores = evaluation.pair_scores(faces, model, split="validate", engine="onnx")
-    assert np.abs(onnx_scores - torch_scores).max() <= TOLERANCE
-    torch_result = evaluation.evaluate(faces, model, split="validate", engine="torch").metrics
-    onnx_result = evaluation.evaluate(faces, model, split="validate", engine="onnx").metrics
+    torch_evaluation = evaluation.evaluate(faces, model, split="validate", engine="torch")
+    onnx_evaluation = evaluation.evaluate(faces, model, split="validate", engine="onnx")
+    assert np.abs(onnx_evaluation.scores - torch_evaluation.scores).max() <= TOLERANCE
+    torch_result, onnx_result = torch_evaluation.metrics, onnx_evaluation.metrics
     assert onnx_result["engine"] == "onnx" and torch_result["engine"] == "torch"
     assert onnx_result["accuracy"] == torch_result["accuracy"]
     assert onnx_result["auc"] == pytest.approx(torch_result["auc"], abs=TOLERANCE)
