@@ -64,10 +64,10 @@ class TrainingConfig:
     """
 
     data_root: str
-    epochs: int = 6
+    epochs: int  # the pretext and identity runs each set their own default
+    batch: tuple[int, int]
     image_size: int = 64
     align: bool = False
-    batch: tuple[int, int] = (8, 8)
     seed: int = 0
     train_folds: list[int] | None = None
     lr: float = 1e-3
@@ -77,7 +77,7 @@ class TrainingConfig:
     device: str = _runtime("auto")
 
     kind: typing.ClassVar[str]
-    naming: typing.ClassVar[tuple] = ("data_root",)  # the settings without a default
+    naming: typing.ClassVar[tuple] = ("data_root",)  # the settings that name a run rather than tune it
 
     def __post_init__(self):
         for name, value in self._normalised():  # one at a time: later checks read the values already checked
@@ -141,6 +141,9 @@ class PretextConfig(TrainingConfig):
     """A pretext run: camera angle + expression (K-Face) or view + facing (CFP); no identity labels."""
 
     kind: typing.ClassVar[str] = "pretext"
+
+    epochs: int = 6  # angle / expression (or view / facing) are learnt fast
+    batch: tuple[int, int] = (8, 8)  # the pretext learns poses, not identities: 8 x 8 as tuned
 
 
 @dataclass(frozen=True)
@@ -209,11 +212,6 @@ class IdentityConfig(TrainingConfig):
         yield "head", _choice("head", self.head, EMBEDDING_HEADS)
         if self.train_folds and self.val_folds and set(self.train_folds) & set(self.val_folds):
             raise FacelibError(f"--train-folds {self.train_folds} and --val-folds {self.val_folds} overlap")
-
-
-def fields(config_class):
-    """The settings a caller may override (every field but data_root)."""
-    return [f.name for f in dataclasses.fields(config_class) if f.name != "data_root"]
 
 
 def default(config_class, name):
