@@ -13,7 +13,7 @@ only held-out fold of this copy (fold 10 is withheld), so it serves both to pick
 (facelib.training validates on it after every epoch) and to report. The decision threshold is never chosen
 on the pairs it judges: each protocol's 700 fold-9 pairs are cut, in file order, into 10 blocks of 35 same +
 35 different pairs (so a block covers about 5 of the 50 identities), and each block is judged at the
-best-accuracy threshold of the other 9 (facelib.evaluation.kfold_thresholds); accuracy is the mean (and
+best-accuracy threshold of the other 9 (facelib.metrics.kfold_thresholds); accuracy is the mean (and
 std) over the blocks. AUC and EER need no threshold and use all 700 pairs. Retrieval: the 500 frontal
 fold-9 faces are the gallery, the 200 profiles the probes. The epoch choice on fold 9 still makes the
 networks' numbers slightly optimistic; the `last_epoch` variant of each network row shows by how much.
@@ -46,14 +46,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from facelib import evaluation, imagecache, layouts, losses, models, training
+from facelib import embedding, evaluation, imagecache, layouts, metrics, models, poses, recipe, splits, training
 from facelib.classical import ClassicalPeer
 from facelib.io_utils import atomic_write_text
+from facelib.recipe import IdentityConfig, PretextConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cfp"
-TRAIN_FOLDS = list(range(1, 9))
-HELD_OUT_FOLD = 9
+TRAIN_FOLDS = splits.CFP_TRAIN_FOLDS
+[HELD_OUT_FOLD] = splits.CFP_HELD_OUT_FOLDS
 PROTOCOLS = ("FP", "FF")
 THRESHOLD_BLOCKS = 10
 STANDARDISE_SAMPLE = 1024  # training faces whose per-dimension mean and spread the "standardised" variant uses
@@ -70,13 +71,16 @@ TITLES = {
     "pretext-features": "Pretext backbone features only",
     "classical": "Classical: HOG + PCA + LDA",
 }
-# Sized for under an hour on 2 otherwise idle CPU cores (42 min measured; ~31 s per identity epoch of 5600 faces
-# at 64px): a short pretext (view + facing is learnt fast), 25 identity epochs (an epoch covers every training
-# image once; 50 scored higher, see results/experiments.md), PK batches of 16 identities x 4 faces (more
-# negatives per batch than 8x8; better on the synthetic set) and lr 1e-3 (these nets start from scratch; a probe
-# at 1e-3 lowered the identity loss from the first epoch).
+# The benchmark's budget, as overrides of the training configs (facelib.recipe; the rest keep the recipe's
+# defaults) and the classical peer's face size. Sized for under an hour on 2 otherwise idle CPU cores: a short
+# pretext (view + facing is learnt fast) and fewer identity epochs than the recipe's (an epoch covers every
+# training image once; measured costs and the longer runs are in results/cfp.md and results/experiments.md).
+# Both runs use PK batches of 16 identities x 4 faces, the identity recipe's, so the pretext shares its batches.
+# lr names the full run's folders (`run_folder`), so finished runs are reused.
 FULL = dict(image_size=64, pretext_epochs=3, epochs=25, batch=(16, 4), lr=1e-3, classical_size=96)
 QUICK = dict(image_size=32, pretext_epochs=1, epochs=2, batch=(16, 4), lr=None, classical_size=32)
+# The identity-training levers this script passes on; None (not given) keeps the recipe's default.
+LEVERS = ("triplet_scale", "centre", "pose_aware", "margin", "head")
 
 log = logging.getLogger("benchmarks.cfp")
 
@@ -92,34 +96,34 @@ def parse_args(argv=None):
     parser.add_argument(
         "--lr",
         type=float,
-        help=f"identity training learning rate (full: {FULL['lr']}, quick: facelib.training's default)",
+        help=f"identity training learning rate (full: {FULL['lr']}, quick: the recipe's default)",
     )
     parser.add_argument(
         "--triplet-scale",
-        choices=losses.TRIPLET_SCALES,
-        default=training.TRIPLET_SCALE,
-        help=f"see facelib.losses (default: facelib.training's, {training.TRIPLET_SCALE})",
+        choices=recipe.TRIPLET_SCALES,
+        help=f"see facelib.losses (default: the recipe's, {recipe.default(IdentityConfig, 'triplet_scale')})",
     )
     parser.add_argument(
         "--no-centre",
         dest="centre",
-        action="store_false",
-        help="keep the uncentred embedding (facelib.training's train_identity centre=False)",
+        action="store_const",
+        const=False,
+        help="keep the uncentred embedding (IdentityConfig centre=False)",
     )
     parser.add_argument(
         "--align",
         action="store_true",
         help="warp faces onto their view's landmark template (facelib.alignment) in pretext and identity training",
     )
-    parser.add_argument("--pose-aware", action="store_true", help="every identity shows both views in each batch")
-    parser.add_argument("--margin", choices=losses.MARGINS, default="none", help="margin softmax (facelib.losses)")
     parser.add_argument(
-        "--head", choices=models.EMBEDDING_HEADS, default="gap", help="embedding head (facelib.models.EmbeddingNet)"
+        "--pose-aware", action="store_const", const=True, help="every identity shows both views in each batch"
     )
+    parser.add_argument("--margin", choices=recipe.MARGINS, help="margin softmax (facelib.losses)")
+    parser.add_argument("--head", choices=recipe.EMBEDDING_HEADS, help="embedding head (facelib.models.EmbeddingNet)")
     parser.add_argument("--augment", default="default", help="augmentation recipe (facelib.imagecache.AUGMENTATIONS)")
-    parser.add_argument("--weight-decay", type=float, help="identity training weight decay (default: training's)")
-    parser.add_argument("--label-smoothing", type=float, help="default: training's (0.1 Triarchy, 0 Baseline)")
-    parser.add_argument("--center-weight", type=float, help="Triarchy's center-loss weight (default: training's)")
+    parser.add_argument("--weight-decay", type=float, help="identity training weight decay (default: the recipe's)")
+    parser.add_argument("--label-smoothing", type=float, help="default: the model's (recipe.MODEL_DEFAULTS)")
+    parser.add_argument("--center-weight", type=float, help="Triarchy's center-loss weight (default: the recipe's)")
     parser.add_argument("--classical-size", type=int, help=f"face size for HOG (full: {FULL['classical_size']})")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--seed", type=int, default=0)
@@ -136,6 +140,9 @@ def parse_args(argv=None):
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    for name in LEVERS:  # shown in run names and results as the values they train with
+        if getattr(args, name) is None:
+            setattr(args, name, recipe.default(IdentityConfig, name))
     args.runs = args.runs or REPO / "benchmarks" / "runs" / ("cfp-quick" if args.quick else "cfp")
     if args.device == "auto":  # one concrete device for training and embedding alike
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -162,25 +169,20 @@ def completed_epochs(checkpoint_path):
     return models.read_checkpoint(checkpoint_path)["epoch"] if checkpoint_path.is_file() else 0
 
 
-def train(trainer, out, checkpoint_name, epochs, **options):
+def train(trainer, config, out, checkpoint_name):
     """Reuse a finished run, resume an interrupted one, else start it."""
     done = completed_epochs(out / checkpoint_name)
-    if done >= epochs:
+    if done >= config.epochs:
         log.info("reusing %s (%d epochs done)", out, done)
     else:
-        log.info("%s %s (%d of %d epochs done)", "resuming" if done else "training", out, done, epochs)
-        trainer(out=out, epochs=epochs, resume=done > 0, **options)
+        log.info("%s %s (%d of %d epochs done)", "resuming" if done else "training", out, done, config.epochs)
+        trainer(config, out, resume=done > 0)
     return out / checkpoint_name
 
 
-def train_pretext(args):
-    out = run_folder(args, "pretext", args.pretext_epochs, faces=aligned_faces(args))
-    return train(
-        training.train_pretext,
-        out,
-        "pretext.pt",
-        args.pretext_epochs,
-        data_root=args.data,
+def shared_overrides(args):
+    """The settings both training runs take from this script's options."""
+    return dict(
         image_size=args.image_size,
         align=args.align,
         batch=tuple(args.batch),
@@ -188,6 +190,12 @@ def train_pretext(args):
         train_folds=TRAIN_FOLDS,
         device=args.device,
     )
+
+
+def train_pretext(args):
+    out = run_folder(args, "pretext", args.pretext_epochs, faces=aligned_faces(args))
+    config = PretextConfig(args.data, epochs=args.pretext_epochs, **shared_overrides(args))
+    return train(training.train_pretext, config, out, "pretext.pt")
 
 
 def aligned_faces(args):
@@ -230,33 +238,20 @@ def train_network(args, method, pretext):
         centre="ed" if args.centre else None,
         **levers(args),
     )  # raw, uncentred runs keep their old names
-    options = {} if args.lr is None else {"lr": args.lr}  # else training's default
-    for name in ("weight_decay", "label_smoothing", "center_weight"):
-        if getattr(args, name) is not None:
-            options[name] = getattr(args, name)
-    train(
-        training.train_identity,
-        out,
-        "last.pt",
-        args.epochs,
-        data_root=args.data,
+    # the center-loss weight is Triarchy's lever: the Baseline has no center loss (recipe.MODEL_DEFAULTS)
+    optional = ("lr", "weight_decay", "label_smoothing") + (("center_weight",) if kind == "triarchy" else ())
+    config = IdentityConfig(
+        args.data,
+        epochs=args.epochs,
         model=kind,
         init=pretext if uses_pretext else None,
-        image_size=args.image_size,
-        align=args.align,
-        batch=tuple(args.batch),
-        seed=args.seed,
-        train_folds=TRAIN_FOLDS,
         val_folds=[HELD_OUT_FOLD],
-        device=args.device,
-        triplet_scale=args.triplet_scale,
-        centre=args.centre,
-        pose_aware=args.pose_aware,
-        margin=args.margin,
-        head=args.head,
         augmentation=args.augment,
-        **options,
+        **shared_overrides(args),
+        **{name: getattr(args, name) for name in LEVERS},
+        **{name: getattr(args, name) for name in optional if getattr(args, name) is not None},
     )
+    train(training.train_identity, config, out, "last.pt")
     return out
 
 
@@ -265,11 +260,9 @@ def train_network(args, method, pretext):
 
 def held_out(data):
     """Fold 9: its images (with the pose column retrieval needs) and its FP and FF pairs."""
-    images = data.images[data.images["fold"] == HELD_OUT_FOLD].reset_index(drop=True)
-    images["pose"] = evaluation.pose_labels(images)
-    pairs = {
-        protocol: evaluation.select_pairs(data, protocol=protocol, folds=[HELD_OUT_FOLD]) for protocol in PROTOCOLS
-    }
+    images = splits.held_out_images(data, [HELD_OUT_FOLD])
+    images["pose"] = poses.pose_labels(images)
+    pairs = {protocol: splits.select_pairs(data, protocol=protocol, folds=[HELD_OUT_FOLD]) for protocol in PROTOCOLS}
     return images, pairs
 
 
@@ -283,32 +276,32 @@ def threshold_blocks(pairs):
 def verification(embeddings, pairs):
     """accuracy (mean +- std over the threshold blocks), auc, eer, tar@far=1% on one protocol's pairs."""
     scores, same = embeddings.scores(pairs), pairs["same"].to_numpy(bool)
-    thresholds, blocks = evaluation.kfold_thresholds(scores, same, threshold_blocks(pairs))
-    metrics = evaluation.verification_metrics(scores, same, thresholds)
+    thresholds, blocks = metrics.kfold_thresholds(scores, same, threshold_blocks(pairs))
+    measured = metrics.verification_metrics(scores, same, thresholds)
     return {
         "accuracy": float(blocks["accuracy"].mean()),
         "accuracy_std": float(blocks["accuracy"].std(ddof=0)),
-        "auc": metrics["auc"],
-        "eer": metrics["eer"],
-        "tar_at_far_1e-2": metrics["tar_at_far"]["0.01"],
-        "threshold": metrics["threshold"],
-        "pairs": metrics["pairs"],
+        "auc": measured["auc"],
+        "eer": measured["eer"],
+        "tar_at_far_1e-2": measured["tar_at_far"]["0.01"],
+        "threshold": measured["threshold"],
+        "pairs": measured["pairs"],
     }
 
 
 def score(images, pairs, vectors):
     """Every reported number for one set of fold-9 embeddings."""
-    embeddings = evaluation.Embeddings(images, vectors)
+    embeddings = embedding.Embeddings(images, vectors)
     row = {protocol: verification(embeddings, pairs[protocol]) for protocol in PROTOCOLS}
     row["retrieval"] = evaluation.retrieval_metrics(embeddings)
     return row
 
 
 def network_vectors(checkpoint, images, flip, device, centred=True):
-    model = evaluation.resolve_model(checkpoint, device)
+    model = embedding.resolve_model(checkpoint, device)
     if not centred:  # the same weights, scored on the embedding before the centre is subtracted
         model.centre.zero_()
-    return evaluation.embed_images(model, images, flip=flip, device=device)
+    return embedding.embed_images(model, images, flip=flip, device=device)
 
 
 def network_row(args, method, pretext, images, pairs, train_sample):
@@ -369,7 +362,7 @@ def pretext_row(args, pretext, images, pairs):
 
 def classical_row(args, data, images, pairs):
     started = time.perf_counter()
-    train_images = training.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
+    train_images = splits.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
     peer = ClassicalPeer()
     peer.fit(imagecache.load_images(train_images, args.classical_size), train_images["identity"])
     train_seconds = time.perf_counter() - started
@@ -449,7 +442,7 @@ def main(argv=None):
 
     data = layouts.load(args.data)
     images, pairs = held_out(data)
-    train_images = training.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
+    train_images = splits.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
     train_sample = train_images.sample(n=min(STANDARDISE_SAMPLE, len(train_images)), random_state=0)
     needs_pretext = any(NETWORKS.get(m, (None, False))[1] for m in args.methods) or "pretext-features" in args.methods
     pretext = train_pretext(args) if needs_pretext else None

@@ -44,49 +44,45 @@ def cmd_synth(args):
     print(f"wrote synthetic K-Face layout to {path}")
 
 
-def training_options(args):
-    """The options the user gave; the rest keep facelib.training's defaults (one place for them)."""
-    options = dict(
-        epochs=args.epochs,
-        image_size=args.image_size,
-        align=args.align,
-        batch=args.batch and tuple(args.batch),
-        seed=args.seed,
-        train_folds=args.train_folds,
-        augmentation=args.augment,
-        device=args.device,
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
-    return {name: value for name, value in options.items() if value is not None}
+# The command-line options that override a training config (facelib.recipe), by field name: each option's `dest`
+# is the field it sets, and an option left out keeps the config's default (tests check both lists against it).
+PRETEXT_OPTIONS = ("epochs", "image_size", "align", "batch", "seed", "train_folds", "augmentation", "device")
+IDENTITY_OPTIONS = (
+    *PRETEXT_OPTIONS,
+    "init",
+    "model",
+    "val_folds",
+    "triplet_scale",
+    "centre",
+    "pose_aware",
+    "margin",
+    "head",
+)
+
+
+def config_overrides(args, names):
+    """The options of `names` the user gave, as config overrides."""
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if "batch" in given:
+        given["batch"] = tuple(given["batch"])
+    return given
 
 
 def cmd_pretext(args):
     from facelib import training
+    from facelib.recipe import PretextConfig
 
-    path = training.train_pretext(args.data, args.out, **training_options(args))
+    config = PretextConfig(data_root=args.data, **config_overrides(args, PRETEXT_OPTIONS))
+    path = training.train_pretext(config, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"pretext checkpoint: {path}")
 
 
 def cmd_train(args):
     from facelib import training
+    from facelib.recipe import IdentityConfig
 
-    options = training_options(args)
-    if args.val_folds:
-        options["val_folds"] = args.val_folds
-    if args.triplet_scale:
-        options["triplet_scale"] = args.triplet_scale
-    path = training.train_identity(
-        args.data,
-        args.out,
-        init=args.init,
-        model=args.model,
-        centre=args.centre,
-        pose_aware=args.pose_aware,
-        margin=args.margin,
-        head=args.head,
-        **options,
-    )
+    config = IdentityConfig(data_root=args.data, **config_overrides(args, IDENTITY_OPTIONS))
+    path = training.train_identity(config, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"best model: {path}")
 
 
@@ -105,7 +101,7 @@ def cmd_evaluate(args):
         device=args.device,
         engine=args.engine,
         progress=True,
-    )
+    ).metrics
     if args.json:
         print(json.dumps(result, default=str))
         return
@@ -178,7 +174,7 @@ def add_training_arguments(parser):
         type=options.cli_type(options.output_folder),
         help="run folder for checkpoints, metrics and logs",
     )
-    parser.add_argument("--epochs", type=options.cli_type(options.epochs), help="default: see facelib.training")
+    parser.add_argument("--epochs", type=options.cli_type(options.epochs), help="default: see facelib.recipe")
     parser.add_argument(
         "--image-size",
         type=options.cli_type(options.image_size),
@@ -202,10 +198,13 @@ def add_training_arguments(parser):
     parser.add_argument("--train-folds", type=fold_list, help="CFP protocol folds to train on, e.g. 1-8")
     parser.add_argument(
         "--augment",
+        dest="augmentation",
         metavar="default|strong",
         help="batch augmentation recipe (facelib.imagecache.AUGMENTATIONS; default: default)",
     )
-    add_device_argument(parser)
+    parser.add_argument(
+        "--device", type=options.cli_type(options.device), help="auto (CUDA when available; the default), cpu or cuda"
+    )
     run = parser.add_mutually_exclusive_group()
     run.add_argument("--resume", action="store_true", help="continue the run in --out with its own settings")
     run.add_argument("--overwrite", action="store_true", help="replace the run --out already holds")
@@ -262,35 +261,35 @@ def build_parser():
     p = commands.add_parser("train", help="train Triarchy (or the Baseline) on identities")
     add_training_arguments(p)
     p.add_argument("--init", help="pretext checkpoint whose backbone initialises the model")
-    p.add_argument("--model", choices=["triarchy", "baseline"], default="triarchy")
+    p.add_argument("--model", choices=["triarchy", "baseline"], help="default: triarchy")
     p.add_argument("--val-folds", type=fold_list, help="CFP protocol folds for validation, e.g. 9")
     p.add_argument(
         "--triplet-scale",
         metavar="raw|unit|batch",
         help="embeddings the triplet distances are measured between: raw (the original), unit "
-        "(L2-normalised) or batch (divided by the batch's mean norm); default: facelib.training.TRIPLET_SCALE",
+        "(L2-normalised) or batch (divided by the batch's mean norm; the default)",
     )
     p.add_argument(
         "--no-centre",
         dest="centre",
-        action="store_false",
+        action="store_const",
+        const=False,
         help="keep the original's uncentred embedding (default: subtract the training faces' mean embedding)",
     )
     p.add_argument(
         "--pose-aware",
-        action="store_true",
+        action="store_const",
+        const=True,
         help="every identity in a batch shows each of its views (frontal / profile) at least once",
     )
     p.add_argument(
         "--margin",
         choices=["none", "cosface", "arcface"],
-        default="none",
         help="margin softmax on normalised embeddings and class weights (default: none, the plain softmax)",
     )
     p.add_argument(
         "--head",
         choices=["gap", "gdc"],
-        default="gap",
         help="embedding head: gap (average pooling, the original) or gdc (global depthwise convolution)",
     )
     p.set_defaults(handler=cmd_train)

@@ -31,7 +31,7 @@ METADATA_PREFIX = "facelib."
 
 class FlipAveragedEmbedding(nn.Module):
     """The network plus what facelib does around it: one pass over the batch and its mirror image, each
-    view L2-normalised, summed and normalised again (as evaluation.embed_images with flip=True)."""
+    view L2-normalised, summed and normalised again (as embedding.embed_images with flip=True)."""
 
     def __init__(self, net):
         super().__init__()
@@ -198,7 +198,7 @@ class OnnxEmbedder:
 def onnx_engine(model, cache_dir=None):
     """ONNX Runtime running `model` (an EmbeddingNet with `.image_size`), exported once into the cache folder
     under a key of its weights, so the next call with the same weights loads the file directly."""
-    from facelib.evaluation import weights_digest
+    from facelib.embedding import weights_digest
 
     path = (
         imagecache.cache_folder(cache_dir) / f"onnx-{weights_digest(model).hex()[:24]}-{int(model.image_size)}px.onnx"

@@ -3,7 +3,7 @@ this gallery looks most like this photo (`search`).
 
 Photos of any size are read as the data layer reads a face without a box: the centre square, resized to the
 model's input size (imagecache.decode_face); a model trained on landmark-aligned faces (`--align`) gets the same
-centre square, since a user's photo carries no landmarks. Embeddings come from evaluation.embed_images (mirror-averaged,
+centre square, since a user's photo carries no landmarks. Embeddings come from embedding.embed_images (mirror-averaged,
 L2-normalised), with torch or ONNX Runtime (`engine`). A gallery's embeddings are cached by embed_images under
 a key of the model's weights and every image's path, modification time and size, so a second search embeds
 only the probe, and a changed model or image gives a new key.
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelib import evaluation, imagecache, layouts
+from facelib import embedding, imagecache, layouts, metrics
 from facelib.errors import FacelibError
 
 
@@ -23,12 +23,12 @@ def verify(a, b, model, threshold=None, engine="torch", device=None):
     """Whether photos `a` and `b` show the same person: a dict with same, score, threshold, threshold_source,
     metric, a, b. The threshold is `threshold` if given, else the one the run chose on its validation pairs."""
     _require_files([a, b])
-    net = evaluation.resolve_model(model, device, engine)
+    net = embedding.resolve_model(model, device, engine)
     threshold, source, metric = decision_threshold(net, threshold)
     vectors = embed_photos(net, [a, b])
-    score = float(evaluation.score_vectors(vectors[:1], vectors[1:], metric)[0])
+    score = float(embedding.score_vectors(vectors[:1], vectors[1:], metric)[0])
     return {
-        "same": bool(evaluation.predicted_same(score, threshold)),
+        "same": bool(metrics.predicted_same(score, threshold)),
         "score": score,
         "threshold": threshold,
         "threshold_source": source,
@@ -52,13 +52,13 @@ def search(probe, gallery, model, top=5, engine="torch", device=None, cache=True
     """The `top` gallery identities most like the `probe` photo, best first: a table with rank, identity,
     score (cosine of the probe and the identity's closest image), image (that image) and images (how many
     the identity has). `gallery`: a folder of identity folders (identity = folder name) and / or images
-    (identity = file name without suffix). `cache`: as in evaluation.embed_images."""
+    (identity = file name without suffix). `cache`: as in embedding.embed_images."""
     if top < 1:
         raise FacelibError(f"--top: expected a positive number of identities, got {top}")
     _require_files([probe])
     images = gallery_images(gallery)
-    net = evaluation.resolve_model(model, device, engine)
-    vectors = evaluation.embed_images(net, images, cache=cache)
+    net = embedding.resolve_model(model, device, engine)
+    vectors = embedding.embed_images(net, images, cache=cache)
     similarity = vectors @ embed_photos(net, [probe])[0]
     ranked = images.assign(score=similarity.astype(np.float64)).sort_values("score", ascending=False, kind="stable")
     best = ranked.drop_duplicates("identity").head(top)
@@ -94,7 +94,7 @@ def gallery_images(folder):
 def embed_photos(model, paths):
     """Embeddings [len(paths), D] of photos of any size (centre square, resized), not cached."""
     faces = torch.stack([imagecache.decode_face(path, None, model.image_size) for path in paths])
-    return evaluation.embed_images(model, faces, cache=False)
+    return embedding.embed_images(model, faces, cache=False)
 
 
 def _is_image(path):

@@ -64,10 +64,6 @@ class Backbone(nn.Module):
         return self.net.extract_features(images)
 
 
-def build_backbone():
-    return Backbone()
-
-
 def feature_map_side(image_size):
     return image_size // BACKBONE_STRIDE
 
@@ -97,7 +93,7 @@ class PretextNet(nn.Module):
     def __init__(self, heads):
         super().__init__()
         self.heads = dict(heads)
-        self.backbone = build_backbone()
+        self.backbone = Backbone()
         self.head = nn.Linear(FEATURE_DIM, sum(self.heads.values()))
 
     def forward(self, images):
@@ -126,7 +122,7 @@ class EmbeddingNet(nn.Module):
         if head == "gdc" and image_size is None:
             raise ValueError("head gdc: the image size is needed (the depthwise kernel covers the feature map)")
         self.head, self.image_size = head, image_size
-        self.backbone = build_backbone()
+        self.backbone = Backbone()
         gdc = head == "gdc"
         self.pool = GlobalDepthwiseConv(feature_map_side(image_size)) if gdc else nn.AdaptiveAvgPool2d(1)
         self.embedding = nn.Linear(FEATURE_DIM, embedding_dim, bias=not gdc)
@@ -314,7 +310,7 @@ def load_embedder(path, device="cpu"):
     checkpoint = read_checkpoint(path, map_location=device)
     image_size = int(checkpoint["config"]["image_size"])
     if checkpoint["kind"] == "pretext":
-        model = build_backbone()
+        model = Backbone()
         state = backbone_state(checkpoint["model"], "backbone.")
     else:
         head = checkpoint["config"].get("settings", {}).get("head", "gap")  # runs before the option: "gap"

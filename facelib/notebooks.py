@@ -6,13 +6,10 @@ data exists. `run_series` executes 01-05 in order into the run folder; the same 
 `papermill` commands.
 """
 
-import dataclasses
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_write_text
@@ -27,19 +24,20 @@ NOTEBOOKS = [
     "05_test_inference",
 ]
 
-# `default` is the README's main job (2 CPU cores, under 15 minutes; tuned in benchmarks/results/synthetic.md);
-# `smoke` checks that every cell runs; `cfp` is the recipe benchmarks/cfp.py measured on real faces (CFP).
-# The pretext learns angle and expression, not identity, so it keeps its own
-# P x K: 16 x 4 helps the identity triplet loss, while the pretext run the tuning used was 8 x 8.
+# Each profile overrides the training configs (facelib.recipe; whatever it leaves out keeps the config's default):
+# `default` is the README's main job (2 CPU cores, under 15 minutes; tuned in benchmarks/results/synthetic.md),
+# a shorter identity run than the recipe's 40 epochs; `smoke` checks that every cell runs; `cfp` is the recipe
+# benchmarks/cfp.py measured on real faces (CFP). `identities`: the size of the profile's own synthetic set.
 PROFILES = {
-    "default": dict(image_size=64, pretext_epochs=4, epochs=20, pretext_batch=(8, 8), batch=(16, 4), ablations=False),
+    "default": dict(pretext=dict(epochs=4), identity=dict(epochs=20), ablations=False),
     "smoke": dict(
-        identities=16, image_size=32, pretext_epochs=1, epochs=2, pretext_batch=(4, 4), batch=(4, 4), ablations=True
+        identities=16,
+        pretext=dict(image_size=32, epochs=1, batch=(4, 4)),
+        identity=dict(image_size=32, epochs=2, batch=(4, 4)),
+        ablations=True,
     ),
-    "cfp": dict(image_size=64, pretext_epochs=3, epochs=25, pretext_batch=(16, 4), batch=(16, 4), ablations=False),
+    "cfp": dict(pretext=dict(epochs=3, batch=(16, 4)), identity=dict(epochs=25), ablations=False),
 }
-SAMPLED_PAIRS = 600  # for data without verification pairs (plain identity folders): drawn with the seed
-SAMPLED_FOLDS = 10  # ... and cut into folds, each judged at the threshold chosen on the others
 DATA_RECORD = "data.json"  # in the run folder: which data set its checkpoints were trained on
 # Figures that show faces: refreshed into figures/ only for the generated synthetic faces, never for real data.
 FIGURES_WITH_FACES = {"sample_faces", "one_identity", "retrieval", "error_pairs"}
@@ -53,20 +51,31 @@ class Settings:
     format: str
     run_dir: str
     profile: str
-    image_size: int
-    pretext_epochs: int
-    epochs: int
-    pretext_batch: tuple
-    batch: tuple
+    pretext: dict  # overrides of facelib.recipe.PretextConfig: the profile's, then the notebook's parameters
+    identity: dict  # ... and of facelib.recipe.IdentityConfig
     seed: int
     device: str
     ablations: bool
-    train_folds: list  # CFP: protocol folds 1-8 train, fold 9 validates and tests (fold 10 is withheld)
+    train_folds: list  # CFP: the folds that train, and those that validate and test (facelib.splits)
     val_folds: list
-    report_split: str  # K-Face: "test", or "validate" where the test labels are the challenge's dummies
+    test_pairs: dict  # the pairs the notebooks report on, as a `select_pairs` filter (splits.test_selection)
 
     def path(self, name):
         return Path(self.run_dir) / name
+
+    def pretext_config(self):
+        from facelib.recipe import PretextConfig
+
+        return PretextConfig(
+            self.data, seed=self.seed, device=self.device, train_folds=self.train_folds, **self.pretext
+        )
+
+    def identity_config(self, **overrides):
+        """The identity run's config; `overrides` (e.g. model, init) win over the profile's."""
+        from facelib.recipe import IdentityConfig
+
+        settings = dict(seed=self.seed, device=self.device, train_folds=self.train_folds, val_folds=self.val_folds)
+        return IdentityConfig(self.data, **settings, **{**self.identity, **overrides})
 
     def exists(self, name):
         return self.path(name).exists()
@@ -80,26 +89,19 @@ class Settings:
         return fig
 
     def load(self):
-        """The data set (layouts.load). Where it has no verification pairs (plain identity folders) it gets
-        up to SAMPLED_PAIRS pairs drawn with the seed, half of them same-person, in SAMPLED_FOLDS folds."""
-        from facelib import layouts
+        """The data set (layouts.load); where it has no verification pairs (plain identity folders), with pairs
+        drawn with the seed (splits.with_sampled_pairs)."""
+        from facelib import layouts, splits
 
-        faces = layouts.load(self.data)
-        if faces.pairs.empty:
-            per_identity = faces.images.groupby("identity").size()
-            count = min(SAMPLED_PAIRS, 2 * int((per_identity * (per_identity - 1) // 2).sum()))
-            pairs = layouts.sample_pairs(faces.images, count, seed=self.seed)
-            pairs["fold"] = pd.array(pd.RangeIndex(len(pairs)) % SAMPLED_FOLDS + 1, dtype="Int64")
-            faces = dataclasses.replace(faces, pairs=pairs)
-        return faces
+        return splits.with_sampled_pairs(layouts.load(self.data), self.seed)
 
     @property
     def has_pretext_labels(self):
         """Whether the training images carry labels for a pretext task (camera angle + expression, or view +
         facing); plain identity folders do not."""
-        from facelib import layouts, training
+        from facelib import layouts, splits, training
 
-        images = training.training_images(layouts.load(self.data), self.train_folds)
+        images = splits.training_images(layouts.load(self.data), self.train_folds)
         try:
             training.pretext_labels(images)
         except FacelibError:
@@ -109,33 +111,17 @@ class Settings:
     def write_json(self, name, obj):
         atomic_write_text(self.path(name), json.dumps(obj, indent=2, default=str))
 
-    @property
-    def test_pairs(self):
-        """The pairs a notebook reports on: the test split (threshold from validate; the validate split itself
-        where the test labels are dummies, as in the challenge's files), or CFP's FP pairs of the validation
-        folds."""
-        if self.format == "kface":
-            return dict(split=self.report_split)
-        if self.format == "cfp":
-            return dict(protocol="FP", folds=self.val_folds)
-        return {}
-
     def test_images(self, faces):
         """The images of the reported pairs."""
-        from facelib.evaluation import select_pairs
+        from facelib import splits
 
-        pairs = select_pairs(faces, **self.test_pairs)
-        used = pd.unique(pairs[["a", "b"]].to_numpy().ravel())
-        return faces.images[faces.images["path"].isin(used)].reset_index(drop=True)
+        return splits.pair_images(faces.images, splits.select_pairs(faces, **self.test_pairs))
 
     def held_out_images(self):
-        """Images no model trains on: the validate and test identities, or CFP's validation folds."""
-        images = self.load().images
-        if self.format == "kface":
-            return images[images["split"].isin(["validate", "test"])].reset_index(drop=True)
-        if self.format == "cfp":
-            return images[images["fold"].isin(self.val_folds)].reset_index(drop=True)
-        return images
+        """Images no model trains on (facelib.splits)."""
+        from facelib import splits
+
+        return splits.held_out_images(self.load(), self.val_folds)
 
 
 def profile_settings(profile):
@@ -156,7 +142,7 @@ def setup(
     ablations=None,
 ):
     """Settings for one notebook: explicit values win, the profile fills the rest, synthetic data is made if needed."""
-    from facelib import layouts
+    from facelib import layouts, splits
 
     preset = profile_settings(profile)
     if data is None:
@@ -170,31 +156,27 @@ def setup(
     record_data(run_dir, data)
     data_format = layouts.detect_format(Path(data).resolve())
     cfp = data_format == "cfp"
-    report_split = _report_split(layouts.load(data).pairs) if data_format == "kface" else None
+    val_folds = splits.CFP_HELD_OUT_FOLDS if cfp else None
     Path(run_dir, "figures").mkdir(parents=True, exist_ok=True)
     return Settings(
         data=str(data),
         format=data_format,
         run_dir=str(run_dir),
         profile=profile,
-        image_size=image_size or preset["image_size"],
-        pretext_epochs=pretext_epochs or preset["pretext_epochs"],
-        epochs=epochs or preset["epochs"],
-        pretext_batch=preset["pretext_batch"],
-        batch=preset["batch"],
+        pretext=_overrides(preset["pretext"], epochs=pretext_epochs, image_size=image_size),
+        identity=_overrides(preset["identity"], epochs=epochs, image_size=image_size),
         seed=seed,
         device=device,
         ablations=preset["ablations"] if ablations is None else ablations,
-        train_folds=list(range(1, 9)) if cfp else None,
-        val_folds=[9] if cfp else None,
-        report_split=report_split,
+        train_folds=splits.CFP_TRAIN_FOLDS if cfp else None,
+        val_folds=val_folds,
+        test_pairs=splits.test_selection(layouts.load(data), val_folds),
     )
 
 
-def _report_split(pairs):
-    """K-Face: the test split where its labels are usable, else validate (the challenge's test labels are dummies)."""
-    test = pairs[pairs["split"] == "test"]
-    return "test" if len(test) and test["same"].notna().all() else "validate"
+def _overrides(profile_overrides, **parameters):
+    """A profile's overrides of a config, with the notebook's parameters that were set (None: the profile's)."""
+    return {**profile_overrides, **{name: value for name, value in parameters.items() if value is not None}}
 
 
 def data_path(data, profile):

@@ -5,7 +5,7 @@ a figure or a metric, so that no number in a notebook's prose goes stale.
 import numpy as np
 import pandas as pd
 
-from facelib.evaluation import FARS, predicted_same, tar_at_far
+from facelib.metrics import FARS, predicted_same, tar_at_far
 
 LEARNT_MARGIN = 0.1  # a pretext head whose mean class accuracy is within this of chance did not learn
 Z_95 = 1.959964  # normal quantile of a two-sided 95% interval
@@ -46,7 +46,7 @@ def wilson_interval(correct, total, z=Z_95):
 
 
 def with_intervals(by_group):
-    """`evaluation.accuracy_by_pose`'s table with a 95% Wilson interval of each accuracy (low, high), rounded."""
+    """`poses.accuracy_by_pose`'s table with a 95% Wilson interval of each accuracy (low, high), rounded."""
     table = pd.DataFrame(by_group).copy()
     if table.empty:  # data without pose or expression labels
         return table

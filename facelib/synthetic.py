@@ -25,11 +25,9 @@ identity and side camera 4 same and 4 different, so every side camera is equally
 by default).
 
 Difficulty: the backgrounds, light and framing change with every image, so cosine similarity of raw pixels verifies
-the default test pairs at only about 0.60 accuracy (0.64 with the best threshold chosen on the test pairs
-themselves; measured on layout 1, whose pairs set C5 against the other eight cameras; tests/test_synthetic.py keeps
-it below 0.70 on the current pairs), while hair, skin, head shape and face geometry stay fixed across pose, so a
-small CNN trained for minutes on the 70 training identities verifies them at about 0.95 (0.957 in the README's
-reference run, also on layout 1).
+the default test pairs little better than chance (tests/test_synthetic.py keeps it below 0.70 accuracy), while hair,
+skin, head shape and face geometry stay fixed across pose, so a small CNN trained for minutes on the training
+identities learns to verify them (the measured runs: benchmarks/results/synthetic.md).
 """
 
 import json
@@ -43,11 +41,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from facelib import options
 from facelib.errors import FacelibError
-from facelib.io_utils import atomic_path
 
 # Camera code -> yaw in degrees. 0 = frontal; positive = the nose points towards the image's right side.
 CAMERA_YAW = {1: -90.0, 2: -67.5, 3: -45.0, 4: -22.5, 5: 0.0, 6: 22.5, 7: 45.0, 8: 67.5, 9: 90.0}
@@ -848,24 +845,3 @@ def _is_dataset(path: Path) -> bool:
         (path / name).is_file()
         for name in ["train/train_meta.csv", "validate/validate_label.csv", "test/test_label.csv"]
     )
-
-
-def preview(out, identities: int = 4, seed: int = 0, size: int = 160) -> Path:
-    """A PNG grid of the first identities of the set `generate(..., seed=seed)` makes, one per row: the nine
-    cameras (neutral), then smiling and surprised from the front, each as in the set (under its first light)."""
-    columns = [(angle, 1) for angle in CAMERA_YAW] + [(FRONTAL_CAMERA, 2), (FRONTAL_CAMERA, 3)]
-    titles = [f"C{angle}  {CAMERA_YAW[angle]:+.0f}°" for angle in CAMERA_YAW] + ["smile", "surprise"]
-    gap, header = size // 16, size // 5
-    font = ImageFont.load_default(size=header * 0.55)
-    sheet = Image.new("RGB", (len(columns) * (size + gap) - gap, identities * (size + gap) + header), "white")
-    draw = ImageDraw.Draw(sheet)
-    for column, title in enumerate(titles):
-        draw.text((column * (size + gap) + size / 2, header / 2), title, fill="black", font=font, anchor="mm")
-    for index in range(identities):
-        person, lights = _person(seed, index), _lights(seed, index)
-        for column, (angle, expression) in enumerate(columns):
-            face = render(person, _view(seed, index, angle, expression, lights[angle, expression][0]), size)
-            sheet.paste(Image.fromarray(face), (column * (size + gap), header + index * (size + gap)))
-    with atomic_path(Path(out)) as tmp:
-        sheet.save(tmp, format="PNG")
-    return Path(out)

@@ -7,12 +7,8 @@ epoch, every rank's RNG states, metrics history, config) is written atomically. 
 and reaches the same weights as an uninterrupted run: PK batches are a pure function of (seed, epoch,
 rank) and all other randomness comes from the restored RNG states.
 
-Optimisation follows reid-strong-baseline (Luo et al. 2019), which the original entry built on: Adam, weight
-decay 5e-4, linear warm-up from 1% of the lr, and (for short runs) a cosine decay instead of its step schedule,
-stepped per iteration. The center-loss centers have their own SGD (lr 0.5). Its base lr 3.5e-4 suits nets that
-start from ImageNet weights; these start from scratch (or a short pretext), and lr 1e-3 with PK batches of
-16 x 4 reached 0.946 test accuracy on the synthetic default in 20 epochs where 3.5e-4 with 8 x 8 gave 0.899;
-the batch-scaled triplet distances (TRIPLET_SCALE) then 0.957 (benchmarks/results/synthetic.md).
+A run's settings are one config (facelib.recipe: PretextConfig, IdentityConfig), stored with every checkpoint.
+The pretext and identity tasks share one interface (`TASKS`), so the loop never asks which one it runs.
 
 Run files (RUN = `out`):
     pretext: pretext.pt (resumable checkpoint; its backbone initialises `train_identity(init=...)`),
@@ -25,34 +21,33 @@ Under `torchrun --nproc_per_node=N` the same functions use DistributedDataParall
 GPU); every rank draws its own PK batches and only rank 0 writes files.
 """
 
-import inspect
 import json
 import logging
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from facelib import evaluation, imagecache, layouts, losses, models, options
+from facelib import embedding, imagecache, layouts, losses, metrics, models, options, splits
 from facelib.errors import FacelibError
-from facelib.imagecache import AUGMENTATIONS, Augmentation, load_images
+from facelib.imagecache import Augmentation, load_images
 from facelib.io_utils import atomic_save, atomic_write_text, remove_stale_temporaries
+from facelib.losses import IGNORE
+from facelib.recipe import IdentityConfig, PretextConfig
 from facelib.sampler import PKSampler
 
-IGNORE = -100  # target of an unknown label (cross-entropy's ignore_index)
-TRIPLET_SCALE = "batch"  # where triplet distances are measured (facelib.losses); the original used "raw"
 VERIFICATION_METRIC = "cosine"  # the score whose threshold model.pt stores
 CENTRE_SAMPLE = 512  # training faces whose mean embedding is the centre: ~2 s at 64 px on 2 CPU cores
 MIRROR_YAW_TOLERANCE = 5.0  # degrees: a camera code mirrors another when their yaws are opposite within this
@@ -63,214 +58,37 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------- public API
 
 
-def train_pretext(
-    data_root,
-    out,
-    epochs=6,
-    image_size=64,
-    align=False,
-    batch=(8, 8),
-    seed=0,
-    train_folds=None,
-    device="auto",
-    lr=1e-3,
-    weight_decay=5e-4,
-    warmup=0.1,
-    augmentation=None,
-    resume=False,
-    overwrite=False,
-    cache_dir=None,
-    progress=True,
-):
-    """Train the pretext model (camera angle + expression, or CFP view + facing) and return RUN/pretext.pt.
+def train_pretext(config, out, *, resume=False, overwrite=False, cache_dir=None, progress=True):
+    """Train the pretext model of `config` (a facelib.recipe.PretextConfig) and return RUN/pretext.pt.
 
-    The training images are the `train` split (K-Face layout), the `train_folds` (CFP; default: every fold)
-    or all images (other layouts). align: warp each face onto its view's landmark template instead of cropping
-    its box (CFP; faces without usable landmarks, and every face of other layouts, keep the box; see
-    facelib.alignment); stored in the run's settings. Horizontal flips mirror the direction labels: facing
-    left <-> right, and a camera code to the code of opposite yaw; a camera code without a known mirror is
-    never flipped.
-    resume: continue from RUN/pretext.pt with the settings stored in it (they win over this call's: a warning
-    names any that differ). overwrite: replace the pretext run RUN holds; without it, or resume, such a run
+    It learns camera angle + expression (K-Face) or view + facing (CFP) on the training images (facelib.splits).
+    Horizontal flips mirror the direction labels: facing left <-> right, and a camera code to the code of
+    opposite yaw; a camera code without a known mirror is never flipped.
+    resume: continue from RUN/pretext.pt with the config stored in it (it wins over this call's: a warning names
+    any setting that differs). overwrite: replace the pretext run RUN holds; without it, or resume, such a run
     is kept and the call refused.
     """
-    asked = _asked(train_pretext, locals())
-    settings = dict(
-        kind="pretext",
-        data_root=str(Path(data_root).resolve()),
-        epochs=epochs,
-        image_size=image_size,
-        align=bool(align),
-        batch=batch,
-        seed=seed,
-        train_folds=_folds(train_folds),
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup=warmup,
-        augmentation=_augmentation(augmentation),
-    )
-    return _run(settings, out, resume, overwrite, asked, device, cache_dir, progress)
+    return _run(config, out, resume, overwrite, cache_dir, progress)
 
 
-def train_identity(
-    data_root,
-    out,
-    init=None,
-    model="triarchy",
-    epochs=40,
-    image_size=64,
-    align=False,
-    batch=(16, 4),
-    seed=0,
-    resume=False,
-    overwrite=False,
-    train_folds=None,
-    val_folds=None,
-    device="auto",
-    lr=1e-3,
-    weight_decay=5e-4,
-    warmup=0.1,
-    label_smoothing=None,
-    triplet_weight=1.0,
-    triplet_scale=TRIPLET_SCALE,
-    center_weight=5e-4,
-    center_lr=0.5,
-    centre=True,
-    pose_aware=False,
-    margin="none",
-    head="gap",
-    augmentation=None,
-    cache_dir=None,
-    progress=True,
-):
-    """Train Triarchy (or the Baseline) on identities; return RUN/model.pt, the best model by validation accuracy.
+def train_identity(config, out, *, resume=False, overwrite=False, cache_dir=None, progress=True):
+    """Train the identity model of `config` (a facelib.recipe.IdentityConfig: Triarchy or the Baseline); return
+    RUN/model.pt, the best model by validation accuracy (facelib.splits's validation pairs).
 
-    init: a pretext checkpoint whose backbone initialises the model. align: as in `train_pretext`; stored in the
-    run's settings, so evaluation, export and notebooks embed faces the way the model trained (models.load_embedder
-    sets `.align`). Validation pairs: the `validate` split (K-Face layout) or the FF and FP pairs of `val_folds`
-    (CFP). label_smoothing defaults to 0.1 for Triarchy and 0 for the Baseline (plain softmax + triplet, the
-    original's ablation). triplet_scale: the embeddings the
-    triplet distances are measured between, "batch" (divided by the batch's mean norm; the default), "raw" (the
-    original) or "unit" (see facelib.losses). centre: after every epoch, measure the mean embedding of a
-    fixed sample of training faces and subtract it before the cosine (`models.EmbeddingNet`; False gives the
-    original's uncentred embedding). pose_aware: each identity's K images in a batch include one of every
-    view it has (frontal / profile; facelib.sampler). margin: "none" (the softmax on the model's logits), "cosface"
-    or "arcface" (a margin softmax on cosines; facelib.losses). head: "gap" (the original's average pooling) or
-    "gdc" (a global depthwise convolution over the last feature map; facelib.models.EmbeddingNet). resume:
-    continue from RUN/last.pt with the settings stored in it, to the same final weights (the stored settings win
-    over this call's: a warning names any that differ). overwrite: replace the identity run RUN holds; without
-    it, or resume, such a run is kept and the call refused.
+    The run's config is stored with it, so evaluation, export and notebooks embed faces the way the model trained
+    (models.load_embedder sets `.align`). resume, overwrite: as in `train_pretext`; a resumed run reaches the same
+    final weights as an uninterrupted one.
     """
-    asked = _asked(train_identity, locals())
-    if model not in models.MODELS:
-        raise FacelibError(f"model: expected one of {', '.join(models.MODELS)}, got {model!r}")
-    if triplet_scale not in losses.TRIPLET_SCALES:
-        raise FacelibError(f"triplet_scale: expected one of {', '.join(losses.TRIPLET_SCALES)}, got {triplet_scale!r}")
-    if margin not in losses.MARGINS:
-        raise FacelibError(f"margin: expected one of {', '.join(losses.MARGINS)}, got {margin!r}")
-    if head not in models.EMBEDDING_HEADS:
-        raise FacelibError(f"head: expected one of {', '.join(models.EMBEDDING_HEADS)}, got {head!r}")
-    if label_smoothing is None:
-        label_smoothing = 0.1 if model == "triarchy" else 0.0
-    settings = dict(
-        kind=model,
-        data_root=str(Path(data_root).resolve()),
-        init=str(Path(init).resolve()) if init else None,
-        epochs=epochs,
-        image_size=image_size,
-        align=bool(align),
-        batch=batch,
-        seed=seed,
-        train_folds=_folds(train_folds),
-        val_folds=_folds(val_folds),
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup=warmup,
-        label_smoothing=label_smoothing,
-        triplet_weight=triplet_weight,
-        triplet_scale=triplet_scale,
-        center_weight=center_weight if model == "triarchy" else None,
-        center_lr=center_lr if model == "triarchy" else None,
-        centre=centre,
-        pose_aware=pose_aware,
-        margin=margin,
-        head=head,
-        augmentation=_augmentation(augmentation),
-    )
-    p, k = options.batch(batch)
+    p, k = config.batch
     if p < 2 or k < 2:
         warnings.warn(
             f"--batch {p} {k}: the triplet loss needs P >= 2 identities and K >= 2 images of each per batch; "
             "with this batch its anchors lack a positive or a negative"
         )
-    return _run(settings, out, resume, overwrite, asked, device, cache_dir, progress)
+    return _run(config, out, resume, overwrite, cache_dir, progress)
 
 
-def _asked(function, arguments):
-    """The names of the arguments a caller set to something other than `function`'s defaults."""
-    parameters = inspect.signature(function).parameters
-    return {name for name, value in arguments.items() if name in parameters and value != parameters[name].default}
-
-
-def _checked(settings):
-    """The settings with every number range-checked (facelib.options), before any work."""
-    return dict(
-        settings,
-        epochs=options.epochs(settings["epochs"]),
-        image_size=options.image_size(settings["image_size"]),
-        batch=list(options.batch(settings["batch"])),
-        seed=options.seed(settings["seed"]),
-        lr=options.finite_number("lr", settings["lr"], positive=True),
-    )
-
-
-# ----------------------------------------------------------------------------------------------- data selection
-
-
-def _augmentation(augmentation):
-    """The batch augmentation's settings as a dict (stored in the config): default, a recipe name
-    (imagecache.AUGMENTATIONS), a dict or an Augmentation."""
-    if isinstance(augmentation, str):
-        if augmentation not in AUGMENTATIONS:
-            raise FacelibError(f"augmentation: expected one of {', '.join(AUGMENTATIONS)}, got {augmentation!r}")
-        augmentation = AUGMENTATIONS[augmentation]
-    if isinstance(augmentation, Augmentation):
-        return asdict(augmentation)
-    return asdict(Augmentation(**(augmentation or {})))
-
-
-def _folds(folds):
-    return None if folds is None else sorted(int(fold) for fold in folds)
-
-
-def training_images(data, train_folds=None, val_folds=None):
-    """The image rows a model trains on: K-Face `train` split, CFP `train_folds` (default: all but `val_folds`),
-    every image of other layouts."""
-    images = data.images
-    if data.format == "cfp":
-        if train_folds and val_folds and set(train_folds) & set(val_folds):
-            raise FacelibError(f"--train-folds {train_folds} and --val-folds {val_folds} overlap")
-        chosen = images["fold"].isin(train_folds) if train_folds else ~images["fold"].isin(val_folds or [])
-        selected = images[chosen.fillna(False).astype(bool)]
-    else:
-        if train_folds or val_folds:
-            raise FacelibError(f"--train-folds/--val-folds select CFP folds; {data.root} is {data.format} data")
-        selected = images[images["split"] == "train"] if data.format == "kface" else images
-    if selected.empty:
-        raise FacelibError(f"{data.root}: no training images (format {data.format}, train folds {train_folds})")
-    return selected.reset_index(drop=True)
-
-
-def validation_pairs(data, val_folds=None):
-    """Pairs that choose the best epoch: K-Face `validate` split, CFP `val_folds` (FF and FP); else none."""
-    pairs = data.pairs
-    if pairs.empty:
-        return pairs
-    if data.format == "kface":
-        return pairs[pairs["split"] == "validate"].reset_index(drop=True)
-    if data.format == "cfp" and val_folds:
-        return pairs[pairs["fold"].isin(val_folds).fillna(False).astype(bool)].reset_index(drop=True)
-    return pairs.iloc[:0]
+# ----------------------------------------------------------------------------------------------- pretext labels
 
 
 @dataclass
@@ -338,7 +156,7 @@ def _angle_mirror(images):
 
 
 class PretextTask:
-    """Cross-entropy on every pretext head (angle + expression, or view + facing), summed."""
+    """Every pretext head (angle + expression, or view + facing) at once (losses.PretextCriterion)."""
 
     files = dict(
         checkpoint="pretext.pt",
@@ -348,32 +166,29 @@ class PretextTask:
         log="pretext.log",
     )
 
-    def __init__(self, settings, images):
-        self.settings = settings
+    def __init__(self, config, images):
+        self.config = config
         self.labels = pretext_labels(images)
         self.heads = {name: len(values) for name, values in self.labels.classes.items()}
 
+    @staticmethod
+    def select(config, data):
+        """The training images, and no validation pairs: the pretext has no embedding to verify with."""
+        return splits.training_images(data, config.train_folds), data.pairs.iloc[:0]
+
+    def views(self, images):
+        """Batches are drawn without regard to view (facelib.sampler)."""
+        return None
+
     def build(self):
-        return models.PretextNet(self.heads), None
+        return models.PretextNet(self.heads), losses.PretextCriterion()
 
     def flippable(self, indices):
         return self.labels.flippable[indices]
 
     def loss(self, model, criterion, images, indices, flipped):
         targets = torch.where(flipped[:, None], self.labels.mirrored[indices], self.labels.targets[indices])
-        targets = targets.to(images.device)
-        parts, total = {}, 0.0
-        for column, (name, logits) in enumerate(model(images).items()):
-            target = targets[:, column]
-            known = (target != IGNORE).sum()
-            # mean over the known labels only; a batch without any (e.g. all-frontal for 'facing') adds 0
-            head_loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum") / known.clamp(
-                min=1
-            )
-            total = total + head_loss
-            parts[name] = head_loss.item()
-            parts[f"{name}_acc"] = ((logits.argmax(1) == target).sum() / known.clamp(min=1)).item()
-        return total, parts
+        return criterion(model(images), targets.to(images.device))
 
     def end_epoch(self, model, faces):
         """Nothing to measure: the pretext model has no embedding."""
@@ -384,44 +199,34 @@ class PretextTask:
     config_extras = checkpoint_extras
 
 
-def _triplet_scale(settings):
-    """The run's triplet scale; runs saved before the setting existed stored a flag for "unit", or nothing."""
-    if "triplet_scale" in settings:
-        return settings["triplet_scale"]
-    return "unit" if settings.get("normalize_triplet") else "raw"
-
-
 class IdentityTask:
     """Triarchy (softmax with label smoothing + soft-margin triplet + center loss) or Baseline (no center)."""
 
     files = dict(checkpoint="last.pt", best="model.pt", metrics="metrics.csv", config="config.json", log="train.log")
 
-    def __init__(self, settings, images):
-        self.settings = settings
+    def __init__(self, config, images):
+        self.config = config
         codes, self.identities = pd.factorize(images["identity"], sort=True)
         self.targets = torch.from_numpy(codes.astype(np.int64))
 
+    @staticmethod
+    def select(config, data):
+        """The training images and the validation pairs that choose the best epoch."""
+        images = splits.training_images(data, config.train_folds, config.val_folds)
+        return images, splits.validation_pairs(data, config.val_folds)
+
+    def views(self, images):
+        """pose_aware: each identity's K images in a batch include one of every view it has (facelib.sampler)."""
+        return images["view"].to_numpy() if self.config.pose_aware else None
+
     def build(self):
-        s = self.settings
-        margin = s.get("margin", "none")  # runs saved before the margin and head options: "none", "gap"
-        model = models.MODELS[s["kind"]](
-            num_ids=len(self.identities),
-            head=s.get("head", "gap"),
-            image_size=s["image_size"],
-            cosine=margin != "none",
+        c = self.config
+        model = models.MODELS[c.model](
+            num_ids=len(self.identities), head=c.head, image_size=c.image_size, cosine=c.margin != "none"
         )
-        if s["init"]:
-            models.load_backbone_from_pretext(model, s["init"])
-        criterion = losses.TriarchyCriterion(
-            len(self.identities),
-            label_smoothing=s["label_smoothing"],
-            triplet_weight=s["triplet_weight"],
-            center_weight=s["center_weight"] or 0.0,
-            use_center=s["kind"] == "triarchy" and bool(s["center_weight"]),  # weight 0: no center loss at all
-            triplet_scale=_triplet_scale(s),
-            margin=margin,
-        )
-        return model, criterion
+        if c.init:
+            models.load_backbone_from_pretext(model, c.init)
+        return model, identity_criterion(c, len(self.identities))
 
     def flippable(self, indices):
         return None
@@ -432,8 +237,8 @@ class IdentityTask:
 
     def end_epoch(self, model, faces):
         """Measure the embedding's centre (before validation, so the best epoch and its threshold use it)."""
-        if self.settings["centre"]:
-            sample = np.random.default_rng(self.settings["seed"]).permutation(len(faces))[:CENTRE_SAMPLE]
+        if self.config.centre:
+            sample = np.random.default_rng(self.config.seed).permutation(len(faces))[:CENTRE_SAMPLE]
             models.measure_centre(model, faces[np.sort(sample)])
 
     def checkpoint_extras(self, model):
@@ -447,6 +252,24 @@ class IdentityTask:
         return dict(
             num_ids=len(self.identities), inference_parameters=models.count_parameters(models.export_embedder(model))
         )
+
+
+def identity_criterion(config, num_ids):
+    """The identity criterion, composed from the config: a center loss only where its weight is above 0 (the
+    Baseline's is 0: recipe.MODEL_DEFAULTS)."""
+    center_weight = config.resolved("center_weight")
+    return losses.TriarchyCriterion(
+        identity=losses.IdentityLoss(config.resolved("label_smoothing"), config.margin),
+        triplet=losses.SoftMarginTriplet(config.triplet_scale),
+        center=losses.CenterLoss(num_ids, models.EMBEDDING_DIM, center_weight, config.center_lr)
+        if center_weight > 0
+        else None,
+        triplet_weight=config.triplet_weight,
+    )
+
+
+# the loop asks the task, never which task it runs
+TASKS = {PretextConfig: PretextTask, IdentityConfig: IdentityTask}
 
 
 # ----------------------------------------------------------------------------------------------- runtime
@@ -535,12 +358,13 @@ def _mean_over_ranks(runtime, values):
 
 
 def _attach_log(path, runtime, progress):
-    """Log lines to RUN/<task>.log (rank 0) and, when showing progress, above the progress bars."""
+    """Log lines to RUN/<task>.log (rank 0) and, when showing progress, to stdout; `_above_the_bars` then
+    prints the stdout lines above the progress bars."""
     handlers = []
     if runtime.is_main:
         handlers.append(logging.FileHandler(path))
         if progress:
-            handlers.append(_TqdmHandler())
+            handlers.append(logging.StreamHandler(sys.stdout))
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         log.addHandler(handler)
@@ -548,33 +372,33 @@ def _attach_log(path, runtime, progress):
     return handlers
 
 
-class _TqdmHandler(logging.Handler):
-    def emit(self, record):
-        tqdm.write(self.format(record))
+def _above_the_bars(runtime, progress):
+    """tqdm's own redirection of the console log lines (`_attach_log`), so they never break a progress bar."""
+    return logging_redirect_tqdm([log], tqdm_class=tqdm) if progress and runtime.is_main else nullcontext()
 
 
 # ----------------------------------------------------------------------------------------------- the loop
 
 
-def _run(settings, out, resume, overwrite, asked, device, cache_dir, progress):
+def _run(config, out, resume, overwrite, cache_dir, progress):
     """Check everything the user gave, decide between a fresh run, a resumed one and a refusal, then train."""
-    task_class = PretextTask if settings["kind"] == "pretext" else IdentityTask
-    settings, out = _checked(settings), options.output_folder(out)
+    task_class = TASKS[type(config)]
+    out = options.output_folder(out)
     imagecache.cache_folder(cache_dir)
     files = {name: out / file for name, file in task_class.files.items() if file}
     checkpoint = None
     if resume:
         checkpoint = models.read_checkpoint(files["checkpoint"])
-        if checkpoint["kind"] != settings["kind"]:
-            raise FacelibError(f"{files['checkpoint']}: cannot resume a {checkpoint['kind']} run as {settings['kind']}")
+        if checkpoint["kind"] != config.kind:
+            raise FacelibError(f"{files['checkpoint']}: cannot resume a {checkpoint['kind']} run as {config.kind}")
         # a run continues exactly as it started (the lr schedule spans its epochs), whatever the options now
-        settings = _resumed_settings(checkpoint["config"]["settings"], settings, asked, files["checkpoint"])
+        config = _resumed_config(checkpoint["config"]["settings"], config, files["checkpoint"])
     else:
         if not overwrite:
-            _refuse_to_replace(out, files, settings["kind"])
-        if settings.get("init"):
-            models.read_pretext(settings["init"])  # a wrong --init fails now, not after decoding the images
-    runtime = _runtime(device)
+            _refuse_to_replace(out, files, config.kind)
+        if getattr(config, "init", None):
+            models.read_pretext(config.init)  # a wrong --init fails now, not after decoding the images
+    runtime = _runtime(config.device)
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out, task_class.files.values())
@@ -583,10 +407,12 @@ def _run(settings, out, resume, overwrite, asked, device, cache_dir, progress):
                 path.unlink()
     handlers = _attach_log(out / task_class.files["log"], runtime, progress)
     try:
-        return _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress)
-    except FacelibError as error:
-        log.error("stopped: %s", error)
-        raise
+        with _above_the_bars(runtime, progress):
+            try:
+                return _fit(task_class, config, files, checkpoint, runtime, cache_dir, progress)
+            except FacelibError as error:
+                log.error("stopped: %s", error)
+                raise
     finally:
         for handler in handlers:
             log.removeHandler(handler)
@@ -595,19 +421,22 @@ def _run(settings, out, resume, overwrite, asked, device, cache_dir, progress):
             dist.destroy_process_group()
 
 
-def _resumed_settings(stored, given, asked, checkpoint_path):
-    """The run's own settings; a warning names those this call asked to be different."""
+def _resumed_config(stored, given, checkpoint_path):
+    """The run's own config (on this call's device); a warning names the settings this call asked to be
+    different."""
+    resumed = type(given).from_stored(stored, device=given.device)
+    kept = resumed.stored()
     ignored = [
-        f"{name} {stored.get(name)} (asked {value})"
-        for name, value in given.items()
-        if name in asked and stored.get(name) != value
+        f"{name} {kept.get(name)} (asked {value})"
+        for name, value in given.overrides().items()
+        if kept.get(name) != value
     ]
     if ignored:
         warnings.warn(
             f"resuming {checkpoint_path} with the run's own settings, which win over this call's: "
             f"{', '.join(ignored)}; for other settings train a new run (a new --out)"
         )
-    return stored
+    return resumed
 
 
 def _results(files):
@@ -655,9 +484,9 @@ class _Training:
     """Everything that changes while training, i.e. what a checkpoint must restore."""
 
     model: torch.nn.Module
-    criterion: torch.nn.Module  # None for the pretext task; holds the center-loss centers for Triarchy
+    criterion: losses.Criterion  # holds the center-loss centers for Triarchy
     optimizer: torch.optim.Optimizer
-    center_optimizer: torch.optim.Optimizer  # None without a center loss
+    criterion_optimizers: dict  # name -> optimiser of the criterion's own parameters (losses.Criterion)
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator  # augmentation randomness
     history: list
@@ -673,47 +502,45 @@ class _Training:
             history=self.history,
             best=self.best,
             rng=rng,
+            criterion=self.criterion.state_dict(),
+            **{name: optimizer.state_dict() for name, optimizer in self.criterion_optimizers.items()},
         )
-        if self.center_optimizer is not None:
-            state.update(criterion=self.criterion.state_dict(), center_optimizer=self.center_optimizer.state_dict())
         return state
 
     def restore(self, checkpoint, runtime):
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if self.center_optimizer is not None:
-            self.criterion.load_state_dict(checkpoint["criterion"])
-            self.center_optimizer.load_state_dict(checkpoint["center_optimizer"])
+        # checkpoints before every criterion was stored left out those without parameters (empty state)
+        self.criterion.load_state_dict(checkpoint.get("criterion", {}))
+        for name, optimizer in self.criterion_optimizers.items():
+            optimizer.load_state_dict(checkpoint[name])
         if len(checkpoint["rng"]) != runtime.world_size:
             raise FacelibError(f"resume: the run used {len(checkpoint['rng'])} process(es), now {runtime.world_size}")
         _set_rng_state(checkpoint["rng"][runtime.rank], self.generator)
         self.epoch, self.history, self.best = checkpoint["epoch"], checkpoint["history"], checkpoint["best"]
 
 
-def _start(task, settings, steps, runtime):
+def _start(task, config, steps, runtime):
     """Model, criterion, optimisers, schedule and RNGs as at step 0 (the same weights on every rank)."""
-    _seed_everything(settings["seed"])
+    _seed_everything(config.seed)
     model, criterion = task.build()
     model.to(runtime.device)
-    if criterion is not None:
-        criterion.to(runtime.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, settings["warmup"]))
-    center_optimizer = criterion.center_optimizer(settings["center_lr"]) if criterion is not None else None
-    _seed_everything(settings["seed"] + 1_000_003 * (runtime.rank + 1))  # from here on, each rank its own stream
-    generator = torch.Generator().manual_seed(settings["seed"] + 7919 * runtime.rank)
-    return _Training(model, criterion, optimizer, center_optimizer, scheduler, generator, history=[])
+    criterion.to(runtime.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, config.warmup))
+    _seed_everything(config.seed + 1_000_003 * (runtime.rank + 1))  # from here on, each rank its own stream
+    generator = torch.Generator().manual_seed(config.seed + 7919 * runtime.rank)
+    return _Training(model, criterion, optimizer, criterion.optimizers(), scheduler, generator, history=[])
 
 
-def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
-    data = layouts.load(settings["data_root"])
-    images = training_images(data, settings["train_folds"], settings.get("val_folds"))
-    pairs = validation_pairs(data, settings.get("val_folds")) if task_class is IdentityTask else data.pairs.iloc[:0]
-    task = task_class(settings, images)
+def _fit(task_class, config, files, checkpoint, runtime, cache_dir, progress):
+    data = layouts.load(config.data_root)
+    images, pairs = task_class.select(config, data)
+    task = task_class(config, images)
     if checkpoint is not None:
         _check_same_data(checkpoint, images, task, data.root, files["checkpoint"])
-    size, align = settings["image_size"], settings.get("align", False)  # runs from before the option: boxes
+    size, align = config.image_size, config.align
     faces = _load_faces(runtime, images, size, align, cache_dir, progress)
     # only rank 0 validates (and picks the best epoch); the other ranks wait for it at the end of the epoch
     validation = (
@@ -722,26 +549,26 @@ def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
         else None
     )
 
-    p, k = settings["batch"]
+    p, k = config.batch
     try:
         sampler = PKSampler(
             images["identity"].to_numpy(),
             p,
             k,
-            seed=settings["seed"],
+            seed=config.seed,
             rank=runtime.rank,
             world_size=runtime.world_size,
-            views=images["view"].to_numpy() if settings.get("pose_aware") else None,
+            views=task.views(images),
         )
     except ValueError as error:
         raise FacelibError(f"--batch {p} {k}: {error}") from None
-    run = _start(task, settings, settings["epochs"] * len(sampler), runtime)
+    run = _start(task, config, config.epochs * len(sampler), runtime)
     if checkpoint is not None:
         run.restore(checkpoint, runtime)
     net = DistributedDataParallel(run.model) if runtime.world_size > 1 else run.model
 
-    config = dict(
-        settings=settings,
+    run_config = dict(  # what the run's files record: its settings and what they met
+        settings=config.stored(),
         image_size=size,
         world_size=runtime.world_size,
         device=str(runtime.device),
@@ -752,12 +579,12 @@ def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
         **task.config_extras(run.model),
     )
     if runtime.is_main:
-        atomic_write_text(files["config"], json.dumps(config, indent=2, default=str) + "\n")
+        atomic_write_text(files["config"], json.dumps(run_config, indent=2, default=str) + "\n")
         log.info(
             "%s: %d images of %d identities, %d validation pairs, %d steps/epoch of %dx%d, %s x%d%s",
-            settings["kind"],
+            config.kind,
             len(images),
-            config["identities"],
+            run_config["identities"],
             len(pairs),
             len(sampler),
             p,
@@ -767,12 +594,12 @@ def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
             f", resuming after epoch {run.epoch}" if run.epoch else "",
         )
 
-    augment = Augmentation(**settings["augmentation"])
+    augment = Augmentation(**config.augmentation)
     loop_started, first_epoch = time.perf_counter(), run.epoch  # for the time-left estimate, validation included
-    while run.epoch < settings["epochs"]:
+    while run.epoch < config.epochs:
         sampler.set_epoch(run.epoch)
         started = time.perf_counter()
-        means = _train_epoch(run, net, task, faces, sampler, augment, runtime, settings, files, progress)
+        means = _train_epoch(run, net, task, faces, sampler, augment, runtime, config, files, progress)
         task.end_epoch(run.model, faces)
         seconds = time.perf_counter() - started
         run.epoch += 1
@@ -790,7 +617,7 @@ def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
         improved, run.best = score >= run.best, max(run.best, score)
         rng = _gather(runtime, _rng_state(run.generator))
         if runtime.is_main:
-            state = dict(kind=settings["kind"], config=config, **run.state(rng), **task.checkpoint_extras(run.model))
+            state = dict(kind=config.kind, config=run_config, **run.state(rng), **task.checkpoint_extras(run.model))
             atomic_save(state, files["checkpoint"])
             if files.get("best") and improved:
                 best = {key: state[key] for key in _INFERENCE_KEYS if key in state}
@@ -802,20 +629,20 @@ def _fit(task_class, settings, files, checkpoint, runtime, cache_dir, progress):
             log.info(
                 "epoch %d/%d %s (about %.1f min left)",
                 run.epoch,
-                settings["epochs"],
+                config.epochs,
                 " ".join(f"{name}={_fmt(value)}" for name, value in row.items() if name != "epoch"),
-                per_epoch * (settings["epochs"] - run.epoch) / 60,
+                per_epoch * (config.epochs - run.epoch) / 60,
             )
     return files.get("best", files["checkpoint"])
 
 
-def _train_epoch(run, net, task, faces, sampler, augment, runtime, settings, files, progress):
+def _train_epoch(run, net, task, faces, sampler, augment, runtime, config, files, progress):
     """One pass over the sampler's PK batches; returns the mean of each loss part (averaged over ranks)."""
     net.train()
     sums = {}
     bar = tqdm(
         sampler,
-        desc=f"{settings['kind']} epoch {run.epoch + 1}/{settings['epochs']}",
+        desc=f"{config.kind} epoch {run.epoch + 1}/{config.epochs}",
         unit="batch",
         disable=not (progress and runtime.is_main),
         leave=False,
@@ -835,16 +662,14 @@ def _train_epoch(run, net, task, faces, sampler, augment, runtime, settings, fil
             )
             raise FacelibError(
                 f"loss became {values[0].item()} at epoch {run.epoch + 1}, step {step + 1}: "
-                f"training stopped; {kept}. Try a lower learning rate (lr={settings['lr']})."
+                f"training stopped; {kept}. Try a lower learning rate (lr={config.lr})."
             )
-        run.optimizer.zero_grad(set_to_none=True)
-        if run.center_optimizer is not None:
-            run.center_optimizer.zero_grad(set_to_none=True)
+        for optimizer in (run.optimizer, *run.criterion_optimizers.values()):
+            optimizer.zero_grad(set_to_none=True)
         total.backward()
         run.optimizer.step()
-        if run.center_optimizer is not None:
-            _average_gradients(runtime, run.criterion)
-            run.criterion.step_centers(run.center_optimizer)
+        _average_gradients(runtime, run.criterion)
+        run.criterion.step(run.criterion_optimizers)
         run.scheduler.step()
         for name, value in zip(["loss", *parts], values.tolist()):
             sums[name] = sums.get(name, 0.0) + value
@@ -910,10 +735,10 @@ class _Validation:
         )
 
     def _best_threshold(self, model, flip):
-        vectors = evaluation.embed_images(
+        vectors = embedding.embed_images(
             models.export_embedder(model), self.faces, flip=flip, cache=False, device=self.device
         )
-        scores = evaluation.Embeddings(self.images, vectors).scores(self.pairs, VERIFICATION_METRIC)
+        scores = embedding.Embeddings(self.images, vectors).scores(self.pairs, VERIFICATION_METRIC)
         same = self.pairs["same"].to_numpy(bool)
-        threshold = evaluation.best_threshold(scores, same)
-        return threshold, float((evaluation.predicted_same(scores, threshold) == same).mean())
+        threshold = metrics.best_threshold(scores, same)
+        return threshold, float((metrics.predicted_same(scores, threshold) == same).mean())

@@ -19,8 +19,8 @@ from PIL import Image
 from sklearn.metrics import roc_curve
 
 from facelib.errors import FacelibError
-from facelib.evaluation import equal_error_rate
 from facelib.io_utils import atomic_path
+from facelib.metrics import equal_error_rate
 
 DPI = 120
 SAME_COLOUR, DIFFERENT_COLOUR = "tab:green", "tab:red"
@@ -116,7 +116,7 @@ def _accuracy_panels(table, panel, group, count, title):
 
 def plot_accuracy_by_pose(table):
     """Accuracy per pose gap and per expression pair, one panel each, pair counts on the bars.
-    `table` is `evaluation.accuracy_by_pose`'s (or its records, as in `evaluate`'s by_pose)."""
+    `table` is `poses.accuracy_by_pose`'s (or its records, as in `evaluate`'s by_pose)."""
     return _accuracy_panels(table, "factor", "group", "pairs", "Accuracy by {}")
 
 

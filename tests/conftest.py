@@ -73,20 +73,12 @@ def trained_run(tmp_path_factory):
     from test_training import write_tiny_kface
 
     from facelib import training
+    from facelib.recipe import IdentityConfig
 
     root = tmp_path_factory.mktemp("trained")
     data = write_tiny_kface(root / "data")
-    model = training.train_identity(
-        data,
-        root / "run",
-        image_size=64,
-        epochs=12,
-        lr=3e-3,
-        batch=(2, 4),
-        seed=0,
-        cache_dir=root / "cache",
-        progress=False,
-    )
+    config = IdentityConfig(data, image_size=64, epochs=12, lr=3e-3, batch=(2, 4), seed=0)
+    model = training.train_identity(config, root / "run", cache_dir=root / "cache", progress=False)
     return data, model
 
 

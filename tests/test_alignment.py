@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facelib import alignment, evaluation, imagecache, layouts, models, training
+from facelib import alignment, embedding, imagecache, layouts, models
 from facelib.imagecache import load_images
 
 OUT = 96  # aligned face side, pixels
@@ -102,22 +102,22 @@ def test_kface_faces_are_unchanged_by_align(tmp_path):
 
 
 def test_align_is_stored_with_the_run_and_embeds_faces_the_same_way(tmp_path, monkeypatch):
-    from test_training import FAST, write_tiny_kface
+    from test_training import identity_run, pretext_run, write_tiny_kface
 
     monkeypatch.setenv("FACELIB_CACHE", str(tmp_path / "cache"))
     data = write_tiny_kface(tmp_path / "kface")
-    run = training.train_identity(data, tmp_path / "aligned", epochs=1, align=True, **FAST)
+    run = identity_run(data, tmp_path / "aligned", epochs=1, align=True)
     assert models.read_checkpoint(run)["config"]["settings"]["align"] is True
     model = models.load_embedder(run)
     assert model.align is True
-    assert models.load_embedder(training.train_pretext(data, tmp_path / "plain", epochs=1, **FAST)).align is False
+    assert models.load_embedder(pretext_run(data, tmp_path / "plain", epochs=1)).align is False
 
     asked = []
     original = imagecache.load_images
     monkeypatch.setattr(
         imagecache, "load_images", lambda *args, **kw: asked.append(kw["align"]) or original(*args, **kw)
     )
-    evaluation.embed_images(model, layouts.load(data).images, cache=False)
+    embedding.embed_images(model, layouts.load(data).images, cache=False)
     assert asked == [True]
 
 

@@ -207,21 +207,21 @@ def test_bad_training_options_are_one_line_before_any_work(tiny_data, tmp_path, 
         ("device", "tpu", "--device"),
     ],
 )
-def test_the_python_api_checks_the_same_ranges(tiny_data, tmp_path, option, value, expected):
-    from facelib import training
+def test_the_python_api_checks_the_same_ranges(tiny_data, option, value, expected):
     from facelib.errors import FacelibError
+    from facelib.recipe import IdentityConfig
 
     with pytest.raises(FacelibError, match=f"^{expected}: expected"):
-        training.train_identity(tiny_data, tmp_path / "run", progress=False, **{option: value})
-    assert not (tmp_path / "run").exists()
+        IdentityConfig(tiny_data, **{option: value})  # refused before any run starts
 
 
 def test_a_batch_without_positives_is_warned_about(trained_run, tiny_data):
     from facelib import training
     from facelib.errors import FacelibError
+    from facelib.recipe import IdentityConfig
 
     with pytest.warns(UserWarning, match="K >= 2"), pytest.raises(FacelibError, match="already holds"):
-        training.train_identity(tiny_data, trained_run, batch=(4, 1), progress=False)
+        training.train_identity(IdentityConfig(tiny_data, batch=(4, 1)), trained_run, progress=False)
 
 
 def test_synth_refuses_a_huge_size(tmp_path, capsys):

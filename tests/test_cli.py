@@ -53,43 +53,68 @@ def test_train_options_follow_the_command_contract():
     )
 
 
-@pytest.mark.parametrize("flag, scale", [([], None), (["--triplet-scale", "unit"], "unit")])
-def test_triplet_scale_reaches_the_trainer(monkeypatch, flag, scale):
+def configs_given(monkeypatch, command, *flags):
+    """The config each `facelib <command> DATA --out RUN <flags>` hands the trainer (the trainer itself stubbed)."""
     from facelib import training
 
-    received = {}
-    monkeypatch.setattr(training, "train_identity", lambda *args, **options: received.update(options) or "RUN")
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", *flag])
-    args.handler(args)
-    assert received.get("triplet_scale") == scale  # absent: training's default
+    trainer = "train_pretext" if command == "pretext" else "train_identity"
+    received = []
+    monkeypatch.setattr(training, trainer, lambda config, out, **run: received.append(config) or "RUN")
+    for given in flags:
+        args = build_parser().parse_args([command, "DATA", "--out", "RUN", *given])
+        args.handler(args)
+    return received
+
+
+def test_the_command_line_options_are_config_fields():
+    from dataclasses import fields
+
+    from facelib import cli, recipe
+
+    assert set(cli.PRETEXT_OPTIONS) <= {field.name for field in fields(recipe.PretextConfig)}
+    assert set(cli.IDENTITY_OPTIONS) <= {field.name for field in fields(recipe.IdentityConfig)}
+    parser = build_parser()
+    for command, names in (("pretext", cli.PRETEXT_OPTIONS), ("train", cli.IDENTITY_OPTIONS)):
+        args = parser.parse_args([command, "DATA", "--out", "RUN"])
+        assert all(getattr(args, name) is None for name in names)  # unset: the config's default
+
+
+def test_options_left_out_keep_the_config_defaults(monkeypatch):
+    from facelib.recipe import IdentityConfig, PretextConfig
+
+    [pretext] = configs_given(monkeypatch, "pretext", [])
+    [identity] = configs_given(monkeypatch, "train", [])
+    assert pretext == PretextConfig("DATA") and identity == IdentityConfig("DATA")
+
+
+@pytest.mark.parametrize("flag, scale", [([], "batch"), (["--triplet-scale", "unit"], "unit")])
+def test_triplet_scale_reaches_the_trainer(monkeypatch, flag, scale):
+    [config] = configs_given(monkeypatch, "train", flag)
+    assert config.triplet_scale == scale  # without the flag: the recipe's default
 
 
 @pytest.mark.parametrize(
     "flag, pose_aware, augmentation",
-    [([], False, None), (["--pose-aware", "--augment", "strong"], True, "strong")],
+    [([], False, "default"), (["--pose-aware", "--augment", "strong"], True, "strong")],
 )
 def test_pose_aware_and_augment_reach_the_trainer(monkeypatch, flag, pose_aware, augmentation):
-    from facelib import training
+    from dataclasses import asdict
 
-    received = {}
-    monkeypatch.setattr(training, "train_identity", lambda *args, **options: received.update(options) or "RUN")
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", *flag])
-    args.handler(args)
-    assert received["pose_aware"] is pose_aware
-    assert received.get("augmentation") == augmentation  # absent: training's default
+    from facelib.imagecache import AUGMENTATIONS
+
+    [config] = configs_given(monkeypatch, "train", flag)
+    assert config.pose_aware is pose_aware
+    assert config.augmentation == asdict(AUGMENTATIONS[augmentation])
 
 
 @pytest.mark.parametrize(
     "flag, margin, head", [([], "none", "gap"), (["--margin", "cosface", "--head", "gdc"], "cosface", "gdc")]
 )
 def test_margin_and_head_reach_the_trainer(monkeypatch, flag, margin, head):
-    from facelib import losses, models, training
+    from facelib import losses, models
 
-    received = {}
-    monkeypatch.setattr(training, "train_identity", lambda *args, **options: received.update(options) or "RUN")
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", *flag])
-    args.handler(args)
-    assert (received["margin"], received["head"]) == (margin, head)
+    [config] = configs_given(monkeypatch, "train", flag)
+    assert (config.margin, config.head) == (margin, head)
     # the command line names the values itself (without importing torch): it accepts every one training does
     for option, values in (("--margin", losses.MARGINS), ("--head", models.EMBEDDING_HEADS)):
         for value in values:
@@ -159,13 +184,7 @@ def test_notebooks_refuse_a_wrong_profile_or_a_folder_of_other_data(tmp_path, ca
     assert error.count("\n") == 0 and f"made from data /somewhere/cfp, not {mine}" in error
 
 
-@pytest.mark.parametrize("command, trainer", [("pretext", "train_pretext"), ("train", "train_identity")])
-def test_align_reaches_both_trainers(monkeypatch, command, trainer):
-    from facelib import training
-
-    received = []
-    monkeypatch.setattr(training, trainer, lambda *args, **options: received.append(options) or "RUN")
-    for flag in [[], ["--align"]]:
-        args = build_parser().parse_args([command, "DATA", "--out", "RUN", *flag])
-        args.handler(args)
-    assert "align" not in received[0] and received[1]["align"] is True  # absent: training's default (boxes)
+@pytest.mark.parametrize("command", ["pretext", "train"])
+def test_align_reaches_both_trainers(monkeypatch, command):
+    received = configs_given(monkeypatch, command, [], ["--align"])
+    assert received[0].align is False and received[1].align is True  # absent: the recipe's default (boxes)

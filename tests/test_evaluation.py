@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from facelib import evaluation, layouts
+from facelib import embedding, evaluation, layouts, metrics, poses, splits
 from facelib.errors import FacelibError
 from facelib.retrieval import rank_gallery
 
@@ -24,23 +24,23 @@ OVERLAP_SAME = [True, True, True, False, False, False]
 
 def test_perfect_separator():
     scores, same = [0.9, 0.8, 0.2, 0.1], [True, True, False, False]
-    threshold = evaluation.best_threshold(scores, same)
+    threshold = metrics.best_threshold(scores, same)
     assert threshold == pytest.approx(0.5)
-    metrics = evaluation.verification_metrics(scores, same, threshold)
-    assert (metrics["accuracy"], metrics["auc"], metrics["eer"], metrics["f1"]) == (1.0, 1.0, 0.0, 1.0)
+    measured = metrics.verification_metrics(scores, same, threshold)
+    assert (measured["accuracy"], measured["auc"], measured["eer"], measured["f1"]) == (1.0, 1.0, 0.0, 1.0)
 
 
 def test_known_overlap_values():
-    threshold = evaluation.best_threshold(OVERLAP_SCORES, OVERLAP_SAME)
+    threshold = metrics.best_threshold(OVERLAP_SCORES, OVERLAP_SAME)
     assert threshold == pytest.approx(0.75)  # first of the two 5/6 cuts, midway between 0.8 and 0.7
-    metrics = evaluation.verification_metrics(OVERLAP_SCORES, OVERLAP_SAME, threshold)
-    assert metrics["accuracy"] == pytest.approx(5 / 6)
-    assert metrics["auc"] == pytest.approx(8 / 9)  # only (0.4 same, 0.7 different) is ordered wrongly
-    assert metrics["eer"] == pytest.approx(1 / 3)  # at 0.7: 1 of 3 different accepted, 1 of 3 same rejected
+    measured = metrics.verification_metrics(OVERLAP_SCORES, OVERLAP_SAME, threshold)
+    assert measured["accuracy"] == pytest.approx(5 / 6)
+    assert measured["auc"] == pytest.approx(8 / 9)  # only (0.4 same, 0.7 different) is ordered wrongly
+    assert measured["eer"] == pytest.approx(1 / 3)  # at 0.7: 1 of 3 different accepted, 1 of 3 same rejected
     # positive class "different": 3 true positives, 1 false positive (the 0.4 same pair), no false negative
-    assert metrics["f1"] == pytest.approx(6 / 7)
-    assert metrics["confusion"] == {"same": {"same": 2, "different": 1}, "different": {"same": 0, "different": 3}}
-    assert metrics["tar_at_far"] == {"0.01": None, "0.001": None}  # 3 different pairs cannot measure 1e-2
+    assert measured["f1"] == pytest.approx(6 / 7)
+    assert measured["confusion"] == {"same": {"same": 2, "different": 1}, "different": {"same": 0, "different": 3}}
+    assert measured["tar_at_far"] == {"0.01": None, "0.001": None}  # 3 different pairs cannot measure 1e-2
 
 
 def test_tar_at_far():
@@ -48,15 +48,15 @@ def test_tar_at_far():
     positives = np.array([2.0] * 10 + [0.9955] * 5 + [0.5] * 5)  # 0.9955 is beaten by 5 negatives
     scores = np.concatenate([positives, negatives])
     same = np.arange(len(scores)) < len(positives)
-    assert evaluation.tar_at_far(scores, same, 1e-2) == pytest.approx(15 / 20)
-    assert evaluation.tar_at_far(scores, same, 1e-3) == pytest.approx(10 / 20)
+    assert metrics.tar_at_far(scores, same, 1e-2) == pytest.approx(15 / 20)
+    assert metrics.tar_at_far(scores, same, 1e-3) == pytest.approx(10 / 20)
 
 
 def test_kfold_threshold_comes_from_the_other_folds():
     scores = [0.9, 0.8, 0.35, 0.2, 0.6, 0.59, 0.1, 0.0]
     same = [True, True, False, False] * 2
     folds = [1] * 4 + [2] * 4
-    thresholds, table = evaluation.kfold_thresholds(scores, same, folds)
+    thresholds, table = metrics.kfold_thresholds(scores, same, folds)
     # fold 1 is judged at fold 2's best cut (0.59 + 0.1) / 2 and wrongly accepts its 0.35 pair
     assert table["threshold"].tolist() == pytest.approx([0.345, 0.575])
     assert table["accuracy"].tolist() == [0.75, 1.0]
@@ -76,7 +76,7 @@ def test_pose_gap_and_expression_groups():
             "expression": pd.array([1, 2, 1, 3, 1, pd.NA], dtype="Int64"),
         }
     )
-    assert evaluation.pose_labels(images).tolist() == ["frontal", "frontal", "half-profile", "profile", None, "profile"]
+    assert poses.pose_labels(images).tolist() == ["frontal", "frontal", "half-profile", "profile", None, "profile"]
     pairs = pd.DataFrame(
         {
             "a": ["f0", "p90", "h45", "f10", "unknown", "cfp_profile"],
@@ -84,7 +84,7 @@ def test_pose_gap_and_expression_groups():
             "same": [True, True, False, True, True, False],
         }
     )
-    groups = evaluation.pair_groups(pairs, images)
+    groups = poses.pair_groups(pairs, images)
     assert groups["pose"].tolist() == [
         "frontal-frontal",
         "frontal-profile",
@@ -96,7 +96,7 @@ def test_pose_gap_and_expression_groups():
     assert groups["expression"].tolist() == ["E1-E2", "E1-E3", "E1-E1", "E1-E2", "E1-E1", None]
 
     scores = np.array([0.9, 0.2, 0.1, 0.8, 0.7, 0.6])  # at 0.5: the frontal-profile same pair is missed
-    table = evaluation.accuracy_by_pose(pairs, images, scores, 0.5)
+    table = poses.accuracy_by_pose(pairs, images, scores, 0.5)
     pose = table[table["factor"] == "pose"].set_index("group")
     assert pose.index.tolist() == ["frontal-frontal", "frontal-half-profile", "frontal-profile"]
     assert pose["pairs"].tolist() == [1, 2, 2]
@@ -145,16 +145,16 @@ class MeanColour(nn.Module):
 def test_embed_images_is_normalised_and_cached(tmp_path):
     faces = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
     model = MeanColour()
-    first = evaluation.embed_images(model, faces, batch_size=4, flip=False, cache=tmp_path)
+    first = embedding.embed_images(model, faces, batch_size=4, flip=False, cache=tmp_path)
     assert first.shape == (10, 3) and np.allclose(np.linalg.norm(first, axis=1), 1, atol=1e-5)
     assert model.images_seen == 10
-    again = evaluation.embed_images(model, faces, batch_size=4, flip=False, cache=tmp_path)
+    again = embedding.embed_images(model, faces, batch_size=4, flip=False, cache=tmp_path)
     assert model.images_seen == 10 and np.array_equal(first, again)  # read from the cache
-    evaluation.embed_images(model, faces, batch_size=4, flip=True, cache=tmp_path)
+    embedding.embed_images(model, faces, batch_size=4, flip=True, cache=tmp_path)
     assert model.images_seen == 30  # flip is part of the key; each image is run with its mirror
     with torch.no_grad():
         model.gain.mul_(2.0)  # new weights -> new key (the direction of the embeddings is unchanged)
-    evaluation.embed_images(model, faces, batch_size=4, flip=False, cache=tmp_path)
+    embedding.embed_images(model, faces, batch_size=4, flip=False, cache=tmp_path)
     assert model.images_seen == 40
 
 
@@ -214,7 +214,8 @@ def face_data(tmp_path):
 
 def test_evaluate_embeds_each_image_once_and_reuses_the_cache(face_data, tmp_path):
     model = MeanColour()
-    result = evaluation.evaluate(face_data, model, split="test", flip=False, cache=tmp_path / "cache")
+    evaluated = evaluation.evaluate(face_data, model, split="test", flip=False, cache=tmp_path / "cache")
+    result = evaluated.metrics
     test, validate = (face_data.pairs[face_data.pairs["split"] == split] for split in ("test", "validate"))
     distinct_test, distinct_validate = (len(pd.unique(p[["a", "b"]].to_numpy().ravel())) for p in (test, validate))
     assert result["images"] == distinct_test < 2 * len(test)
@@ -227,14 +228,19 @@ def test_evaluate_embeds_each_image_once_and_reuses_the_cache(face_data, tmp_pat
     assert by_pose["frontal-profile"]["pairs"] == 2
     seen = model.images_seen
     evaluation.evaluate(face_data, model, split="test", flip=False, cache=tmp_path / "cache")
-    pairs, scores = evaluation.pair_scores(face_data, model, split="test", flip=False, cache=tmp_path / "cache")
-    assert model.images_seen == seen  # nothing re-run: both read the cache
+    again = evaluation.evaluate(face_data, model, split="test", flip=False, cache=tmp_path / "cache")
+    pairs, scores = again.pairs, again.scores
+    assert model.images_seen == seen  # nothing re-run: the second evaluation read the cache
     assert len(scores) == len(pairs) == 8 and (scores[pairs["same"].to_numpy()] > 0.9).all()
+    # the evaluation carries what it measured, so figures need not score again
+    assert evaluated.pairs.equals(pairs) and np.array_equal(evaluated.scores, scores)
+    assert len(evaluated.thresholds) == 8 and (evaluated.thresholds == result["threshold"]).all()
+    assert evaluated.same.tolist() == pairs["same"].tolist() and len(evaluated.embeddings.images) == result["images"]
 
 
 def test_evaluate_runs_the_kfold_protocol_over_folds(face_data, tmp_path):
     face_data.pairs = face_data.pairs[face_data.pairs["split"] == "test"]  # folds 1 and 2, nothing to calibrate on
-    result = evaluation.evaluate(face_data, MeanColour(), metric="euclidean", cache=tmp_path)
+    result = evaluation.evaluate(face_data, MeanColour(), metric="euclidean", cache=tmp_path).metrics
     assert result["threshold_source"] == "2-fold protocol"
     assert result["accuracy"] == 1.0 and result["accuracy_std"] == 0.0
     assert [row["fold"] for row in result["fold_results"]] == [1, 2]
@@ -287,12 +293,11 @@ def test_unlabelled_test_split_predicts_but_does_not_evaluate(face_data, tmp_pat
     """The challenge's test file holds dummy labels: predictions work, metrics point to the validate split."""
     truth = face_data.pairs["same"].astype("boolean")
     face_data.pairs["same"] = truth.where(face_data.pairs["split"] != "test", pd.NA)
-    for measure in (evaluation.evaluate, evaluation.pair_scores):
-        with pytest.raises(FacelibError, match=r"split test has no usable labels .* --split validate"):
-            measure(face_data, MeanColour(), split="test", cache=False)
+    with pytest.raises(FacelibError, match=r"split test has no usable labels .* --split validate"):
+        evaluation.evaluate(face_data, MeanColour(), split="test", cache=False)
     with pytest.raises(FacelibError, match="split test has no usable labels"):
         evaluation.evaluate(face_data, MeanColour(), cache=False)  # every pair, the test ones included
-    assert evaluation.evaluate(face_data, MeanColour(), split="validate", cache=False)["accuracy"] == 1.0
+    assert evaluation.evaluate(face_data, MeanColour(), split="validate", cache=False).metrics["accuracy"] == 1.0
     out = evaluation.predict(face_data, MeanColour(), "test", tmp_path / "test.csv", cache=False)
     assert pd.read_csv(out)["label"].tolist() == [
         0 if same else 1 for same in truth[face_data.pairs["split"] == "test"]
@@ -303,8 +308,8 @@ def test_unlabelled_test_split_predicts_but_does_not_evaluate(face_data, tmp_pat
 
 def test_cfp_pose_groups_follow_the_protocol(cfp_root):
     data = layouts.load(cfp_root)
-    pairs = pd.concat([evaluation.select_pairs(data, protocol=p, folds=[1]).head(50) for p in ("FF", "FP")])
-    groups = evaluation.pair_groups(pairs, data.images)["pose"]
+    pairs = pd.concat([splits.select_pairs(data, protocol=p, folds=[1]).head(50) for p in ("FF", "FP")])
+    groups = poses.pair_groups(pairs, data.images)["pose"]
     assert groups[pairs["protocol"] == "FF"].eq("frontal-frontal").all()
     assert groups[pairs["protocol"] == "FP"].eq("frontal-profile").all()
 

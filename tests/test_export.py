@@ -9,7 +9,7 @@ import onnxruntime
 import pytest
 import torch
 
-from facelib import alignment, evaluation, export, imagecache, inference, layouts, models
+from facelib import alignment, embedding, evaluation, export, imagecache, inference, layouts, models
 from facelib.cli import main
 from facelib.errors import FacelibError
 
@@ -40,7 +40,7 @@ def run_without_facelib(path, faces):
 
 def torch_embeddings(model, faces, flip=True):
     net = models.load_embedder(model) if isinstance(model, (str, os.PathLike)) else model
-    return evaluation.embed_images(net, faces, flip=flip, cache=False)
+    return embedding.embed_images(net, faces, flip=flip, cache=False)
 
 
 def assert_parity(model, onnx_path, faces):
@@ -134,11 +134,10 @@ def test_out_must_be_a_new_onnx_file(exported, tmp_path):
 def test_onnx_engine_scores_equal_torch(trained_run):
     data, model = trained_run
     faces = layouts.load(data)
-    _, torch_scores = evaluation.pair_scores(faces, model, split="validate", engine="torch")
-    _, onnx_scores = evaluation.pair_scores(faces, model, split="validate", engine="onnx")
-    assert np.abs(onnx_scores - torch_scores).max() <= TOLERANCE
-    torch_result = evaluation.evaluate(faces, model, split="validate", engine="torch")
-    onnx_result = evaluation.evaluate(faces, model, split="validate", engine="onnx")
+    torch_evaluation = evaluation.evaluate(faces, model, split="validate", engine="torch")
+    onnx_evaluation = evaluation.evaluate(faces, model, split="validate", engine="onnx")
+    assert np.abs(onnx_evaluation.scores - torch_evaluation.scores).max() <= TOLERANCE
+    torch_result, onnx_result = torch_evaluation.metrics, onnx_evaluation.metrics
     assert onnx_result["engine"] == "onnx" and torch_result["engine"] == "torch"
     assert onnx_result["accuracy"] == torch_result["accuracy"]
     assert onnx_result["auc"] == pytest.approx(torch_result["auc"], abs=TOLERANCE)
@@ -177,10 +176,11 @@ def test_a_cosface_gdc_run_trains_reloads_and_exports(tmp_path):
     from test_training import write_tiny_kface
 
     from facelib import training
+    from facelib.recipe import IdentityConfig
 
     data = write_tiny_kface(tmp_path / "data")
-    options = dict(image_size=64, epochs=12, lr=3e-3, batch=(2, 4), cache_dir=tmp_path / "cache", progress=False)
-    model = training.train_identity(data, tmp_path / "run", margin="cosface", head="gdc", **options)
+    config = IdentityConfig(data, image_size=64, epochs=12, lr=3e-3, batch=(2, 4), margin="cosface", head="gdc")
+    model = training.train_identity(config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
     checkpoint = models.read_checkpoint(model)
     assert {key: checkpoint["config"]["settings"][key] for key in ("margin", "head")} == dict(
         margin="cosface", head="gdc"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facelib import evaluation, inference, layouts
+from facelib import embedding, inference, layouts
 from facelib.cli import main
 from facelib.errors import FacelibError
 
@@ -119,13 +119,13 @@ def test_search_embeds_the_gallery_once_until_the_model_or_an_image_changes(
 ):
     _, model = trained_run
     embedded = []
-    original = evaluation._embed
+    original = embedding._embed
 
     def counting(net, faces, *args):
         embedded.append(len(faces))
         return original(net, faces, *args)
 
-    monkeypatch.setattr(evaluation, "_embed", counting)
+    monkeypatch.setattr(embedding, "_embed", counting)
     probe = sorted((gallery / "001").iterdir())[0]
     size = len(inference.gallery_images(gallery))
 

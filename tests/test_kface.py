@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 
-from facelib import layouts, training
+from facelib import layouts, splits, training
 from facelib.cli import main
 from facelib.notebooks import setup
 
@@ -82,6 +82,6 @@ def test_inspect_says_what_it_read(kface_challenge, capsys):
 
 def test_pretext_labels_come_from_the_file_names_and_nothing_is_flipped_without_yaw(kface_challenge):
     root, _ = kface_challenge
-    labels = training.pretext_labels(training.training_images(layouts.load(root)))
+    labels = training.pretext_labels(splits.training_images(layouts.load(root)))
     assert labels.classes == {"angle": [1, 2, 3], "expression": [1, 2]}
     assert not labels.flippable.any()  # no yaw: no camera code has a known mirror

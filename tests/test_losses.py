@@ -12,7 +12,8 @@ from facelib.losses import (
     ArcFaceLogits,
     CenterLoss,
     CosFaceLogits,
-    SoftMarginTripletLoss,
+    IdentityLoss,
+    SoftMarginTriplet,
     TriarchyCriterion,
 )
 
@@ -28,7 +29,7 @@ def test_batch_hard_triplet_with_soft_margin_on_a_hand_computed_case():
         + math.log1p(math.exp(4 - 2))
         + math.log1p(math.exp(4 - 6))
     ) / 4
-    assert math.isclose(SoftMarginTripletLoss("raw")(embeddings, labels).item(), expected, rel_tol=1e-5)
+    assert math.isclose(SoftMarginTriplet("raw")(embeddings, labels).item(), expected, rel_tol=1e-5)
 
 
 def test_normalised_triplet_measures_directions_on_a_hand_computed_case():
@@ -38,10 +39,10 @@ def test_normalised_triplet_measures_directions_on_a_hand_computed_case():
     diagonal, right_angle = math.sqrt(2 - math.sqrt(2)), math.sqrt(2)  # |x - diag|, |x - y| on the unit circle
     # hardest positive / closest negative per anchor: (0, diag) (0, diag) (diag, right) (diag, diag)
     expected = (2 * math.log1p(math.exp(-diagonal)) + math.log1p(math.exp(diagonal - right_angle)) + math.log(2)) / 4
-    loss = SoftMarginTripletLoss("unit")
+    loss = SoftMarginTriplet("unit")
     assert math.isclose(loss(embeddings, labels).item(), expected, rel_tol=1e-5)
     # the raw-embedding loss of the same points differs, and the normalised one ignores the scale
-    assert not math.isclose(SoftMarginTripletLoss("raw")(embeddings, labels).item(), expected, rel_tol=1e-3)
+    assert not math.isclose(SoftMarginTriplet("raw")(embeddings, labels).item(), expected, rel_tol=1e-3)
     assert math.isclose(loss(0.01 * embeddings, labels).item(), expected, rel_tol=1e-5)
 
 
@@ -50,23 +51,23 @@ def test_batch_scaled_triplet_divides_distances_by_the_mean_norm_on_a_hand_compu
     embeddings = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
     labels = torch.tensor([0, 0, 1, 1])
     expected = sum(math.log1p(math.exp((p - n) / 2.75)) for p, n in [(1, 3), (1, 2), (4, 2), (4, 6)]) / 4
-    loss = SoftMarginTripletLoss("batch")
+    loss = SoftMarginTriplet("batch")
     assert math.isclose(loss(embeddings, labels).item(), expected, rel_tol=1e-5)
     # blind to the batch's overall scale, unlike the raw loss; unlike "unit", each embedding keeps its length
     assert math.isclose(loss(0.01 * embeddings, labels).item(), expected, rel_tol=1e-5)
-    assert not math.isclose(SoftMarginTripletLoss("raw")(0.01 * embeddings, labels).item(), expected, rel_tol=1e-3)
-    assert not math.isclose(SoftMarginTripletLoss("unit")(embeddings, labels).item(), expected, rel_tol=1e-3)
+    assert not math.isclose(SoftMarginTriplet("raw")(0.01 * embeddings, labels).item(), expected, rel_tol=1e-3)
+    assert not math.isclose(SoftMarginTriplet("unit")(embeddings, labels).item(), expected, rel_tol=1e-3)
 
 
 def test_unknown_triplet_scale_is_refused():
     with pytest.raises(ValueError, match="triplet scale: expected one of raw, unit, batch, got 'l2'"):
-        SoftMarginTripletLoss("l2")
+        SoftMarginTriplet("l2")
 
 
 @pytest.mark.parametrize("scale", ["raw", "unit", "batch"])
 def test_triplet_gradient_is_finite_for_identical_embeddings(scale):
     embeddings = torch.zeros(4, 3, requires_grad=True)
-    SoftMarginTripletLoss(scale)(embeddings, torch.tensor([0, 0, 1, 1])).backward()
+    SoftMarginTriplet(scale)(embeddings, torch.tensor([0, 0, 1, 1])).backward()
     assert torch.isfinite(embeddings.grad).all()
 
 
@@ -79,28 +80,39 @@ def test_center_loss_is_half_mean_squared_distance_to_class_center():
     assert loss(embeddings, torch.tensor([0, 1])).item() == 6.5
 
 
+def triarchy(num_ids, dim, label_smoothing=0.1, triplet_weight=1.0, center_weight=5e-4, margin="none"):
+    """A criterion composed of the three parts, as facelib.training composes it (no center loss: weight None)."""
+    return TriarchyCriterion(
+        identity=IdentityLoss(label_smoothing, margin),
+        triplet=SoftMarginTriplet("raw"),
+        center=None if center_weight is None else CenterLoss(num_ids, dim, weight=center_weight),
+        triplet_weight=triplet_weight,
+    )
+
+
 def test_criterion_sums_weighted_parts_with_label_smoothing():
     torch.manual_seed(0)
-    criterion = TriarchyCriterion(num_ids=3, dim=4, label_smoothing=0.1, triplet_weight=2.0, center_weight=0.5)
+    criterion = triarchy(num_ids=3, dim=4, label_smoothing=0.1, triplet_weight=2.0, center_weight=0.5)
     embedding, logits = torch.randn(6, 4), torch.randn(6, 3)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     total, parts = criterion(embedding, logits, labels)
     assert math.isclose(parts["id"], F.cross_entropy(logits, labels, label_smoothing=0.1).item(), rel_tol=1e-6)
-    assert math.isclose(parts["triplet"], 2.0 * SoftMarginTripletLoss()(embedding, labels).item(), rel_tol=1e-6)
+    assert math.isclose(parts["triplet"], 2.0 * SoftMarginTriplet()(embedding, labels).item(), rel_tol=1e-6)
     assert math.isclose(parts["center"], 0.5 * criterion.center_loss(embedding, labels).item(), rel_tol=1e-6)
     assert math.isclose(total.item(), sum(parts.values()), rel_tol=1e-6)
-    assert "center" not in TriarchyCriterion(num_ids=3, dim=4, use_center=False)(embedding, logits, labels)[1]
+    assert "center" not in triarchy(num_ids=3, dim=4, center_weight=None)(embedding, logits, labels)[1]
 
 
 def test_centers_step_at_their_own_rate_regardless_of_loss_weight():
-    criterion = TriarchyCriterion(num_ids=2, dim=2, center_weight=1e-3)
+    criterion = triarchy(num_ids=2, dim=2, center_weight=1e-3)
     with torch.no_grad():
         criterion.center_loss.centers.zero_()
-    optimizer = criterion.center_optimizer(lr=0.5)
+    optimizers = criterion.optimizers()
+    assert optimizers["center_optimizer"].param_groups[0]["lr"] == 0.5
     embedding = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
     total, _ = criterion(embedding, torch.randn(2, 2), torch.tensor([0, 1]))
     total.backward()
-    criterion.step_centers(optimizer)
+    criterion.step(optimizers)
     # unweighted gradient of 0.5*mean||x-c||^2 w.r.t. c is -(x-c)/batch = -1 per coordinate moved; lr 0.5
     assert torch.allclose(criterion.center_loss.centers, torch.tensor([[0.5, 0.0], [0.0, 0.5]]))
 
@@ -131,7 +143,7 @@ def test_arcface_falls_back_where_the_angle_plus_margin_passes_pi():
 @pytest.mark.parametrize("margin", ["cosface", "arcface"])
 def test_margin_criterion_applies_the_margin_before_label_smoothing(margin):
     torch.manual_seed(0)
-    criterion = TriarchyCriterion(num_ids=3, dim=4, label_smoothing=0.1, margin=margin)
+    criterion = triarchy(num_ids=3, dim=4, label_smoothing=0.1, margin=margin)
     embedding, cosines = torch.randn(6, 4), torch.rand(6, 3) * 2 - 1
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     total, parts = criterion(embedding, cosines, labels)
@@ -150,4 +162,4 @@ def test_margin_criterion_applies_the_margin_before_label_smoothing(margin):
 
 def test_unknown_margin_is_refused():
     with pytest.raises(ValueError, match="margin: expected one of none, cosface, arcface, got 'sphereface'"):
-        TriarchyCriterion(num_ids=3, margin="sphereface")
+        IdentityLoss(margin="sphereface")

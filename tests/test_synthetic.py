@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from facelib import layouts, synthetic, training
+from facelib import layouts, splits, synthetic, training
 from facelib.errors import FacelibError
 
 NAME = re.compile(r"^(?P<face_id>\d+)_S001_L(?P<light>\d)_E(?P<expression>0[1-3])_C(?P<angle>\d)_cropped\.jpg$")
@@ -91,7 +91,7 @@ def test_the_data_layer_reads_it_as_kface(dataset):
     assert summary["yaw"].startswith("known for every camera code")
     assert data.images["yaw"].notna().all() and data.images["view"].notna().all()
     # the pretext's labels: camera code and expression from the file names, mirrors from render_meta.csv's yaw
-    labels = training.pretext_labels(training.training_images(data))
+    labels = training.pretext_labels(splits.training_images(data))
     assert labels.classes == {"angle": list(range(1, 10)), "expression": [1, 2, 3]}
     assert labels.flippable.all() and (labels.mirrored[:, 0] == 8 - labels.targets[:, 0]).all()
 

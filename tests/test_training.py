@@ -11,13 +11,22 @@ import pytest
 import torch
 from PIL import Image
 
-from facelib import layouts, losses, models, training
+from facelib import layouts, losses, models, splits, training
 from facelib.errors import FacelibError
 from facelib.imagecache import AUGMENTATIONS, Augmentation
+from facelib.recipe import IdentityConfig, PretextConfig
 
 SIZE = 32  # pixels: tiny images keep every run here to a few seconds on 2 CPU cores
 YAW = {1: -45.0, 2: 0.0, 3: 45.0}  # camera code -> yaw, so each side view has a mirror code
-FAST = dict(image_size=SIZE, batch=(2, 4), progress=False)
+FAST = dict(image_size=SIZE, batch=(2, 4))  # config overrides
+
+
+def pretext_run(data, out, **settings):
+    return training.train_pretext(PretextConfig(data, **{**FAST, **settings}), out, progress=False)
+
+
+def identity_run(data, out, resume=False, **settings):
+    return training.train_identity(IdentityConfig(data, **{**FAST, **settings}), out, resume=resume, progress=False)
 
 
 def write_tiny_kface(root, identities=6, evaluated=2, seed=0):
@@ -75,7 +84,7 @@ def weights(path):
 
 
 def test_pretext_labels_mirror_camera_codes_and_expressions_stay(tiny_data):
-    images = training.training_images(layouts.load(tiny_data))
+    images = splits.training_images(layouts.load(tiny_data))
     labels = training.pretext_labels(images)
     assert labels.classes == {"angle": [1, 2, 3], "expression": [1, 2]}
     angle = labels.targets[:, 0]
@@ -115,13 +124,13 @@ def test_cfp_style_labels_flip_facing_and_ignore_unknown_facing():
 
 
 def test_pretext_then_triarchy_writes_every_run_file(tiny_data, tmp_path):
-    pretext = training.train_pretext(tiny_data, tmp_path / "run", epochs=1, **FAST)
+    pretext = pretext_run(tiny_data, tmp_path / "run", epochs=1)
     assert pretext == tmp_path / "run" / "pretext.pt"
     checkpoint = models.read_checkpoint(pretext)
     assert checkpoint["kind"] == "pretext" and checkpoint["heads"] == {"angle": 3, "expression": 2}
     assert (tmp_path / "run" / "pretext_metrics.csv").is_file() and (tmp_path / "run" / "pretext.log").is_file()
 
-    best = training.train_identity(tiny_data, tmp_path / "run", init=pretext, epochs=2, **FAST)
+    best = identity_run(tiny_data, tmp_path / "run", init=pretext, epochs=2)
     assert best == tmp_path / "run" / "model.pt"
     for name in ["model.pt", "last.pt", "metrics.csv", "config.json", "train.log"]:
         assert (tmp_path / "run" / name).is_file(), name
@@ -142,7 +151,7 @@ def test_pretext_then_triarchy_writes_every_run_file(tiny_data, tmp_path):
 
 
 def test_pretext_backbone_initialises_triarchy(tiny_data, tmp_path, monkeypatch):
-    pretext = training.train_pretext(tiny_data, tmp_path / "run", epochs=1, **FAST)
+    pretext = pretext_run(tiny_data, tmp_path / "run", epochs=1)
     loaded = {}
     original = models.load_backbone_from_pretext
 
@@ -152,43 +161,19 @@ def test_pretext_backbone_initialises_triarchy(tiny_data, tmp_path, monkeypatch)
         return model
 
     monkeypatch.setattr(models, "load_backbone_from_pretext", spy)
-    training.train_identity(tiny_data, tmp_path / "run", init=pretext, epochs=1, **FAST)
+    identity_run(tiny_data, tmp_path / "run", init=pretext, epochs=1)
     backbone = models.backbone_state(weights(pretext), "backbone.")
     assert loaded and all(torch.equal(loaded[name], value) for name, value in backbone.items())
 
 
-@pytest.mark.parametrize(
-    "saved, scale",
-    [
-        ({}, "raw"),
-        ({"normalize_triplet": False}, "raw"),
-        ({"normalize_triplet": True}, "unit"),
-        ({"triplet_scale": "batch"}, "batch"),
-    ],
-)
-def test_runs_resume_on_the_triplet_scale_they_started_with(saved, scale):
-    # runs saved before `triplet_scale` stored nothing (the raw embedding) or a flag for the unit one
-    settings = dict(
-        kind="triarchy",
-        init=None,
-        image_size=SIZE,
-        label_smoothing=0.1,
-        triplet_weight=1.0,
-        center_weight=5e-4,
-        **saved,
-    )
-    images = pd.DataFrame({"identity": ["a", "a", "b", "b"]})
-    assert training.IdentityTask(settings, images).build()[1].triplet_loss.scale == scale
-
-
 def test_unknown_triplet_scale_stops_before_training(tmp_path):
     with pytest.raises(FacelibError, match="triplet_scale: expected one of raw, unit, batch, got 'cosine'"):
-        training.train_identity(tmp_path / "no-data", tmp_path / "run", triplet_scale="cosine")
+        identity_run(tmp_path / "no-data", tmp_path / "run", triplet_scale="cosine")
     assert not (tmp_path / "run").exists()
 
 
 def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monkeypatch):
-    training.train_identity(tiny_data, tmp_path / "straight", epochs=2, seed=3, **FAST)
+    identity_run(tiny_data, tmp_path / "straight", epochs=2, seed=3)
 
     # interrupt the second run during epoch 2 (a failing loss), then resume it
     calls = {"n": 0}
@@ -203,10 +188,10 @@ def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monke
 
     monkeypatch.setattr(losses.TriarchyCriterion, "forward", failing)
     with pytest.raises(KeyboardInterrupt):
-        training.train_identity(tiny_data, tmp_path / "resumed", epochs=2, seed=3, **FAST)
+        identity_run(tiny_data, tmp_path / "resumed", epochs=2, seed=3)
     assert models.read_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
     monkeypatch.setattr(losses.TriarchyCriterion, "forward", original)
-    training.train_identity(tiny_data, tmp_path / "resumed", epochs=2, seed=3, resume=True, **FAST)
+    identity_run(tiny_data, tmp_path / "resumed", epochs=2, seed=3, resume=True)
 
     a, b = (
         models.read_checkpoint(tmp_path / "straight" / "last.pt"),
@@ -229,20 +214,21 @@ def test_a_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(losses.TriarchyCriterion, "forward", poisoned)
     with pytest.raises(FacelibError, match=r"loss became nan at epoch 2, step 2.*last.pt \(epoch 1\) is kept"):
-        training.train_identity(tiny_data, tmp_path / "run", epochs=3, **FAST)
+        identity_run(tiny_data, tmp_path / "run", epochs=3)
     assert models.read_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
     assert "loss became nan" in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_cfp_fold_options_are_rejected_for_split_layouts(tiny_data, tmp_path):
     with pytest.raises(FacelibError, match="CFP"):
-        training.train_identity(tiny_data, tmp_path / "run", train_folds=[1], epochs=1, **FAST)
+        identity_run(tiny_data, tmp_path / "run", train_folds=[1], epochs=1)
 
 
 TORCHRUN_SCRIPT = """
 import sys
 from facelib import training
-training.train_identity(sys.argv[1], sys.argv[2], epochs=1, image_size=32, batch=(2, 2), progress=False)
+from facelib.recipe import IdentityConfig
+training.train_identity(IdentityConfig(sys.argv[1], epochs=1, image_size=32, batch=(2, 2)), sys.argv[2], progress=False)
 """
 
 
@@ -267,8 +253,8 @@ def test_two_process_torchrun(tiny_data, tmp_path):
 
 
 def test_identity_models_store_the_centre_of_their_training_embeddings(tiny_data, tmp_path):
-    centred = training.train_identity(tiny_data, tmp_path / "centred", epochs=1, **FAST)
-    plain = training.train_identity(tiny_data, tmp_path / "plain", epochs=1, centre=False, **FAST)
+    centred = identity_run(tiny_data, tmp_path / "centred", epochs=1)
+    plain = identity_run(tiny_data, tmp_path / "plain", epochs=1, centre=False)
     assert models.read_checkpoint(centred)["embedder"]["centre"].norm() > 0
     assert torch.equal(models.read_checkpoint(plain)["embedder"]["centre"], torch.zeros(512))
 
@@ -286,18 +272,18 @@ def test_pose_aware_training_draws_batches_by_view(tiny_data, tmp_path, monkeypa
     meta = pd.read_csv(data / "train" / "train_meta.csv")
     meta["cam_angle"] = np.where(meta["yaw"].abs() < 30, "front", "side")  # the challenge's column gives the view
     meta.to_csv(data / "train" / "train_meta.csv", index=False)
-    run = training.train_identity(data, tmp_path / "aware", epochs=1, pose_aware=True, **FAST)
+    run = identity_run(data, tmp_path / "aware", epochs=1, pose_aware=True)
     assert set(seen[0]) == {"frontal", "profile"}
     assert models.read_checkpoint(run)["config"]["settings"]["pose_aware"] is True
-    training.train_identity(data, tmp_path / "plain", epochs=1, **FAST)
+    identity_run(data, tmp_path / "plain", epochs=1)
     assert seen[1] is None
 
 
 def test_augmentation_recipes_by_name(tiny_data, tmp_path):
     with pytest.raises(FacelibError, match="augmentation: expected one of default, strong, got 'sparkly'"):
-        training.train_identity(tiny_data, tmp_path / "run", epochs=1, augmentation="sparkly", **FAST)
+        identity_run(tiny_data, tmp_path / "run", epochs=1, augmentation="sparkly")
     assert not (tmp_path / "run").exists()  # refused before any work
-    run = training.train_identity(tiny_data, tmp_path / "strong", epochs=1, augmentation="strong", **FAST)
+    run = identity_run(tiny_data, tmp_path / "strong", epochs=1, augmentation="strong")
     stored = models.read_checkpoint(run)["config"]["settings"]["augmentation"]
     assert Augmentation(**stored) == AUGMENTATIONS["strong"]
 
@@ -311,19 +297,18 @@ def test_augmentation_recipes_by_name(tiny_data, tmp_path):
 )
 def test_unknown_margin_or_head_stops_before_training(tmp_path, option, value, message):
     with pytest.raises(FacelibError, match=message):
-        training.train_identity(tmp_path / "no-data", tmp_path / "run", **{option: value})
+        identity_run(tmp_path / "no-data", tmp_path / "run", **{option: value})
     assert not (tmp_path / "run").exists()
 
 
-def test_margin_and_head_build_the_model_and_criterion_they_name():
+def test_margin_and_head_build_the_model_and_criterion_they_name(tmp_path):
     images = pd.DataFrame({"identity": ["a", "a", "b", "b"]})
-    settings = dict(kind="baseline", init=None, image_size=64, label_smoothing=0.0, triplet_weight=1.0)
-    model, criterion = training.IdentityTask(
-        dict(settings, center_weight=None, margin="arcface", head="gdc"), images
-    ).build()
+    config = IdentityConfig(tmp_path, model="baseline", image_size=64, margin="arcface", head="gdc")
+    model, criterion = training.IdentityTask(config, images).build()
     assert isinstance(model.classifier, models.CosineClassifier) and model.embedder.head == "gdc"
-    assert isinstance(criterion.margin_logits, losses.ArcFaceLogits)
-    # runs saved before the options stored neither: the plain softmax on the average-pooled head
-    model, criterion = training.IdentityTask(dict(settings, center_weight=None), images).build()
+    assert isinstance(criterion.identity_loss.margin_logits, losses.ArcFaceLogits)
+    assert criterion.center_loss is None  # the Baseline's: recipe.MODEL_DEFAULTS
+    # the defaults: the plain softmax on the average-pooled head
+    model, criterion = training.IdentityTask(IdentityConfig(tmp_path, model="baseline"), images).build()
     assert isinstance(model.classifier, torch.nn.Linear) and model.embedder.head == "gap"
-    assert criterion.margin_logits is None
+    assert isinstance(criterion.identity_loss.margin_logits, losses.PlainLogits)

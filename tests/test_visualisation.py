@@ -5,7 +5,7 @@ import torch
 from matplotlib.colors import to_rgba
 from PIL import Image
 
-from facelib import evaluation, visualisation
+from facelib import poses, visualisation
 from facelib.retrieval import rank_gallery
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -82,7 +82,7 @@ def test_umap_panels_share_points_and_colour_by_column(tmp_path):
             "expression": pd.array([1, 2, 3, pd.NA] * 10, dtype="Int64"),
         }
     )
-    images = images.assign(pose=evaluation.pose_labels(images))
+    images = images.assign(pose=poses.pose_labels(images))
     fig = visualisation.plot_umap(vectors, images, color_by=("identity", "pose", "yaw", "expression"))
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == [
