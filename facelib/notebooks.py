@@ -26,8 +26,9 @@ NOTEBOOKS = [
 
 # Each profile overrides the training configs (facelib.recipe; whatever it leaves out keeps the config's default):
 # `default` is the README's main job (2 CPU cores, under 15 minutes; tuned in benchmarks/results/synthetic.md),
-# a shorter identity run than the recipe's 40 epochs; `smoke` checks that every cell runs; `cfp` is the recipe
-# benchmarks/cfp.py measured on real faces (CFP). `identities`: the size of the profile's own synthetic set.
+# a shorter identity run than the recipe's 40 epochs; `smoke` checks that every cell runs; `cfp` is the 64 px recipe
+# benchmarks/cfp.py measured on real faces (CFP), with landmark alignment, the largest lever it measured at that size
+# (benchmarks/results/cfp.md). `identities`: the size of the profile's own synthetic set.
 PROFILES = {
     "default": dict(pretext=dict(epochs=4), identity=dict(epochs=20), ablations=False),
     "smoke": dict(
@@ -36,7 +37,9 @@ PROFILES = {
         identity=dict(image_size=32, epochs=2, batch=(4, 4)),
         ablations=True,
     ),
-    "cfp": dict(pretext=dict(epochs=3, batch=(16, 4)), identity=dict(epochs=25), ablations=False),
+    "cfp": dict(
+        pretext=dict(epochs=3, batch=(16, 4), align=True), identity=dict(epochs=25, align=True), ablations=False
+    ),
 }
 DATA_RECORD = "data.json"  # in the run folder: which data set its checkpoints were trained on
 # Figures that show faces: refreshed into figures/ only for the generated synthetic faces, never for real data.
