@@ -4,6 +4,7 @@ Run by hand (never in CI), from the repository root:
 
     .venv/bin/python benchmarks/cfp.py --quick          # a few minutes: checks the script end to end
     OMP_NUM_THREADS=1 nohup .venv/bin/python benchmarks/cfp.py > benchmarks/runs/cfp.out 2>&1 &   # the full run
+    .venv/bin/python benchmarks/cfp.py --methods baseline --head gdc --seed 1   # one lever, one method, a seed
 
 (On a machine shared with other jobs keep OMP_NUM_THREADS=1: two torch threads next to another multi-threaded
 job ran 10-30x slower here, from thread oversubscription.)
@@ -24,6 +25,7 @@ Methods (all scored by cosine similarity of L2-normalised embeddings, every imag
     triarchy-no-pretext   Triarchy from random initialisation
     pretext-features      the pretext backbone's pooled 1280-d features, no identity training
     classical             HOG + PCA + LDA fit on folds 1-8 (facelib.classical), on box crops even with --align
+Without --methods it runs classical, baseline (the best recipe's network) and triarchy (its ablation).
 
 Files: benchmarks/runs/<tag>/ (git-ignored) holds every training run, named by its settings, so a second
 invocation reuses finished runs and resumes interrupted ones; benchmark.log and the results of --quick
@@ -63,7 +65,9 @@ NETWORKS = {  # method -> (model kind, initialised from the pretext backbone)
     "baseline": ("baseline", True),
     "triarchy-no-pretext": ("triarchy", False),
 }
-METHODS = ["triarchy", "pretext-features", "classical", "baseline", "triarchy-no-pretext"]  # cheap rows early
+METHODS = ["triarchy", "pretext-features", "classical", "baseline", "triarchy-no-pretext"]
+# run without --methods: the classical peer (cheap, first), the best recipe's network and its Triarchy ablation
+DEFAULT_METHODS = ["classical", "baseline", "triarchy"]
 TITLES = {
     "triarchy": "Triarchy (CFP pretext init)",
     "baseline": "Baseline (CFP pretext init)",
@@ -72,13 +76,15 @@ TITLES = {
     "classical": "Classical: HOG + PCA + LDA",
 }
 # The benchmark's budget, as overrides of the training configs (facelib.recipe; the rest keep the recipe's
-# defaults) and the classical peer's face size. Sized for under an hour on 2 otherwise idle CPU cores: a short
-# pretext (view + facing is learnt fast) and fewer identity epochs than the recipe's (an epoch covers every
-# training image once; measured costs and the longer runs are in results/cfp.md and results/experiments.md).
-# Both runs use PK batches of 16 identities x 4 faces, the identity recipe's, so the pretext shares its batches.
-# lr names the full run's folders (`run_folder`), so finished runs are reused.
-FULL = dict(image_size=64, pretext_epochs=3, epochs=25, batch=(16, 4), lr=1e-3, classical_size=96)
-QUICK = dict(image_size=32, pretext_epochs=1, epochs=2, batch=(16, 4), lr=None, classical_size=32)
+# defaults) and the classical peer's face size. The full run is the best recipe of results/cfp.md: faces aligned
+# to their view's landmark template at the challenge's 112 px (each was the largest single lever), about 35 min
+# per network on 2 otherwise idle CPU cores; a short pretext (view + facing is learnt fast) and fewer identity
+# epochs than the recipe's (an epoch covers every training image once; measured costs and longer runs are in
+# results/cfp.md and results/experiments.md). Both runs use PK batches of 16 identities x 4 faces, the identity
+# recipe's, so the pretext shares its batches. lr names the full run's folders (`run_folder`), so finished runs
+# are reused.
+FULL = dict(image_size=112, align=True, pretext_epochs=3, epochs=25, batch=(16, 4), lr=1e-3, classical_size=96)
+QUICK = dict(image_size=32, align=True, pretext_epochs=1, epochs=2, batch=(16, 4), lr=None, classical_size=32)
 # The identity-training levers this script passes on; None (not given) keeps the recipe's default.
 LEVERS = ("triplet_scale", "centre", "pose_aware", "margin", "head")
 
@@ -112,8 +118,9 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--align",
-        action="store_true",
-        help="warp faces onto their view's landmark template (facelib.alignment) in pretext and identity training",
+        action=argparse.BooleanOptionalAction,
+        help="warp faces onto their view's landmark template (facelib.alignment) in pretext and identity training "
+        f"(full: {FULL['align']}); --no-align crops the fiducial box",
     )
     parser.add_argument(
         "--pose-aware", action="store_const", const=True, help="every identity shows both views in each batch"
@@ -125,7 +132,7 @@ def parse_args(argv=None):
     parser.add_argument("--label-smoothing", type=float, help="default: the model's (recipe.MODEL_DEFAULTS)")
     parser.add_argument("--center-weight", type=float, help="Triarchy's center-loss weight (default: the recipe's)")
     parser.add_argument("--classical-size", type=int, help=f"face size for HOG (full: {FULL['classical_size']})")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=DEFAULT_METHODS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runs", type=Path, help="run folder (default: benchmarks/runs/cfp or cfp-quick)")

@@ -140,12 +140,17 @@ def triarchy_criterion(num_ids):
     )
 
 
-def facelib_training(images, size, sampler, steps):
+def facelib_training(images, size, sampler, steps, compile_mode=None):
+    """images/s of facelib's training step; `compile_mode` wraps the model in torch.compile with that mode (the
+    compilation happens in the untimed warm-up steps)."""
     faces = load_images(images, size)
     labels = torch.from_numpy(pd.factorize(images["identity"])[0])
+    num_ids = int(labels.max()) + 1
     torch.manual_seed(0)
-    model = models.Triarchy(int(labels.max()) + 1).train()
-    step = optimise(model, triarchy_criterion(model.classifier.out_features))
+    model = models.Triarchy(num_ids).train()
+    if compile_mode:
+        model = torch.compile(model, mode=compile_mode)
+    step = optimise(model, triarchy_criterion(num_ids))
     augment, generator = Augmentation(), torch.Generator().manual_seed(0)
 
     def run(indices):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelib import export, imagecache, models, splits
+from facelib import export, imagecache, layouts, models, splits
 from facelib import options as checks
 from facelib.embedding import Embeddings, embed_pairs, resolve_model
 from facelib.errors import FacelibError
@@ -75,9 +75,9 @@ def _calibrated_threshold(model, data, pairs, metric, options):
 @torch.inference_mode()
 def pretext_accuracy(checkpoint, images, batch_size=128, device=None, cache_dir=None):
     """Per-class accuracy of a pretext checkpoint on `images`: one row per (task, class) with columns
-    task, class, images, accuracy. Each task's labels are read from the image column of the same name
-    (angle, expression, view, facing); images whose label is unknown or a class the model never saw are
-    left out of that task."""
+    task, class, label (the class as figures name it, layouts.code_labels), images, accuracy. Each task's
+    labels are read from the image column of the same name (angle, expression, view, facing); images whose
+    label is unknown or a class the model never saw are left out of that task."""
     state = models.read_checkpoint(checkpoint)
     if state["kind"] != "pretext":
         raise FacelibError(f"{checkpoint}: expected a pretext checkpoint, found kind {state['kind']!r}")
@@ -98,6 +98,7 @@ def pretext_accuracy(checkpoint, images, batch_size=128, device=None, cache_dir=
     for task, classes in state["classes"].items():
         predicted = torch.cat(logits[task]).numpy()
         truth = images[task].reset_index(drop=True)
+        labels = layouts.code_labels(images, task).reset_index(drop=True)
         for index, value in enumerate(classes):
             chosen = (truth == value).fillna(False).to_numpy(bool)
             if chosen.any():
@@ -105,11 +106,12 @@ def pretext_accuracy(checkpoint, images, batch_size=128, device=None, cache_dir=
                     {
                         "task": task,
                         "class": value,
+                        "label": str(labels[chosen].iloc[0]),
                         "images": int(chosen.sum()),
                         "accuracy": float((predicted[chosen] == index).mean()),
                     }
                 )
-    return pd.DataFrame(rows, columns=["task", "class", "images", "accuracy"])
+    return pd.DataFrame(rows, columns=["task", "class", "label", "images", "accuracy"])
 
 
 # ----------------------------------------------------------------------------------------------- evaluate

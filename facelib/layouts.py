@@ -16,6 +16,9 @@ Both tables always carry the columns of `IMAGE_COLUMNS` / `PAIR_COLUMNS` (NA whe
 Conventions shared by all sources:
 
 - ``yaw`` in degrees, 0 = frontal, positive = the nose points towards the image's right side.
+- ``expression_name`` is the expression in words where the data says it (``render_meta.csv``, or an
+  ``expression_name`` column in ``train_meta.csv``); the challenge's files carry only the code, so it is None there
+  and figures show ``E{code}``.
 - ``facing`` is that direction in words, 'left' or 'right'; None for frontal CFP images (their fiducials mark one
   half of the face only, so they carry no reliable direction) and wherever the pose is unknown.
 - ``box`` is (x0, y0, x1, y1), a square crop in pixels (x1, y1 exclusive) that the image cache uses to crop faces.
@@ -47,6 +50,7 @@ IMAGE_COLUMNS = {
     "yaw": "float64",
     "angle": "Int64",
     "expression": "Int64",
+    "expression_name": object,
     "light": "Int64",
     "facing": object,
     "box": object,
@@ -232,14 +236,40 @@ def sample_faces(images: pd.DataFrame, identities: int = 5, columns: int = 9) ->
     return pd.concat(rows, ignore_index=True)
 
 
+def code_labels(images: pd.DataFrame, column: str) -> pd.Series:
+    """A column as figures label it, codes decoded where the data says what they mean: camera angle 'C7 +30°'
+    (the median yaw of the camera's images, where yaw is known), expression its name ('smile') where known,
+    else 'E2'. Other columns are returned as they are; NA stays NA."""
+    values = images[column]
+    known = values.notna()
+    if column == "angle":
+        labels = "C" + values.astype(str)
+        yaw = images.groupby("angle")["yaw"].transform("median") if "yaw" in images else values * np.nan
+        labels = labels.where(yaw.isna(), labels + " " + yaw.map(_degrees, na_action="ignore"))
+    elif column == "expression":
+        names = images["expression_name"] if "expression_name" in images else pd.Series(None, index=images.index)
+        labels = names.where(names.notna(), "E" + values.astype(str))
+    else:
+        return values
+    return labels.astype(object).where(known, None)
+
+
+def _degrees(value):
+    return f"{round(value):+d}°"
+
+
 def _labels(images: pd.DataFrame) -> list:
-    """Short titles, codes decoded where the data says what they mean: camera code with its yaw in degrees."""
-    yaw = images["yaw"].map(lambda value: f"{round(value):+d}°", na_action="ignore")
-    parts = []
-    for column, prefix in [("angle", "C"), ("expression", "E"), ("light", "L"), ("view", ""), ("facing", "")]:
+    """Short titles, codes decoded where the data says what they mean: camera code with the image's yaw in
+    degrees, the expression's name."""
+    yaw = images["yaw"].map(_degrees, na_action="ignore")
+    parts = [
+        np.where(images["angle"].notna(), "C" + images["angle"].astype(str), ""),
+        yaw.fillna("").to_numpy(),
+        code_labels(images, "expression").fillna("").to_numpy(),
+    ]
+    for column, prefix in [("light", "L"), ("view", ""), ("facing", "")]:
         known = images[column].notna()
         parts.append(np.where(known, prefix + images[column].astype(str), ""))
-    parts.insert(1, yaw.fillna("").to_numpy())
     return [" ".join(p for p in row if p) for row in zip(*parts)]
 
 

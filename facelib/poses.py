@@ -4,6 +4,7 @@ and camera pair, with the accuracy per group."""
 import numpy as np
 import pandas as pd
 
+from facelib import layouts
 from facelib.metrics import accuracy_by_group
 
 POSES = ("frontal", "half-profile", "profile")
@@ -31,28 +32,29 @@ def _pair_label(first, second, order):
     return "-".join(sorted([str(first), str(second)], key=order))
 
 
-def _codes(table, column, prefix):
-    """'E1', 'C7', ... from a code column (None where unknown or the column is absent)."""
+def _code_labels(table, column):
+    """Each image's label of a code column ('C7'; an expression's name where the data gives it, else 'E1'; None
+    where unknown or the column is absent) and a sort key that puts the labels in code order."""
     if column not in table:
-        return pd.Series(None, index=table.index, dtype=object)
-    return table[column].map(lambda code: None if pd.isna(code) else f"{prefix}{int(code)}")
-
-
-def _code_number(code):
-    return int(code[1:])
+        return pd.Series(None, index=table.index, dtype=object), str
+    codes = table[column]
+    if column == "expression":
+        labels = layouts.code_labels(table, column)
+    else:
+        labels = ("C" + codes.astype(str)).astype(object).where(codes.notna(), None)
+    return labels, dict(zip(labels, codes)).get
 
 
 def pair_groups(pairs, images):
-    """The pose gap ('frontal-profile', ...), expression pair ('E1-E3', ...) and camera pair ('C5-C9', K-Face
-    camera codes) of each pair, as a table with columns pose, expression and camera aligned with `pairs`."""
+    """The pose gap ('frontal-profile', ...), expression pair ('neutral-smile' where the data names its
+    expressions, else 'E1-E2') and camera pair ('C5-C9', K-Face camera codes) of each pair, as a table with
+    columns pose, expression and camera aligned with `pairs`."""
     table = images.drop_duplicates("path").set_index("path")
     pose = pose_labels(table.reset_index()).set_axis(table.index)
+    factors = {"pose": (pose, POSES.index), "expression": _code_labels(table, "expression")}
+    factors["camera"] = _code_labels(table, "angle")
     columns = {}
-    for name, values, order in [
-        ("pose", pose, POSES.index),
-        ("expression", _codes(table, "expression", "E"), _code_number),
-        ("camera", _codes(table, "angle", "C"), _code_number),
-    ]:
+    for name, (values, order) in factors.items():
         first, second = values.reindex(pairs["a"]), values.reindex(pairs["b"])
         columns[name] = [_pair_label(x, y, order) for x, y in zip(first, second)]
     return pd.DataFrame(columns, index=pairs.index, dtype=object)

@@ -15,8 +15,9 @@ Layout written by `generate`, the K-Face challenge's files as shipped, so the de
     test/test_label.csv        the same with dummy labels (all 0), as the challenge's test file has
     test/test_truth.csv        the true test labels, which only facelib's own evaluation reads
     validate/*.jpg, test/*.jpg  the images those pairs name
-    render_meta.csv            split, file_name, light, expression, yaw, pitch as rendered (facelib.layouts reads it
-                               when present for yaw, facing and mirrored camera codes; nothing needs it)
+    render_meta.csv            split, file_name, light, expression (code and name), yaw, pitch as rendered
+                               (facelib.layouts reads it when present for yaw, facing, mirrored camera codes and
+                               expression names; nothing needs it)
     synthetic.json             the generator settings and layout version (provenance)
 Identities of train / validate / test are disjoint (70 / 15 / 15 of 100). Each identity has 54 images:
 9 cameras x 3 expressions x 2 of the 4 lights (drawn per camera and expression), which keeps the default set
@@ -820,7 +821,9 @@ def _write_tables(images: pd.DataFrame, pairs: pd.DataFrame, work: Path):
     validate.to_csv(work / "validate" / "validate_label.csv", index=False)
     test.assign(label=DUMMY_LABEL).to_csv(work / "test" / "test_label.csv", index=False)
     test.to_csv(work / "test" / "test_truth.csv", index=False)
-    images[["split", "file_name", "light", "expression", "yaw", "pitch"]].to_csv(work / "render_meta.csv", index=False)
+    meta = images.assign(expression_name=images["expression"].map(EXPRESSIONS))
+    columns = ["split", "file_name", "light", "expression", "expression_name", "yaw", "pitch"]
+    meta[columns].to_csv(work / "render_meta.csv", index=False)
 
 
 def _layout(path: Path):

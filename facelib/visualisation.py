@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import roc_curve
 
+from facelib import layouts
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_path
 from facelib.metrics import equal_error_rate
@@ -123,8 +124,10 @@ def plot_accuracy_by_pose(table):
 def plot_pretext_accuracy(report):
     """Per-class accuracy of the pretext model, one panel per task (e.g. angle, expression), chance level (one
     over the task's classes) dashed. `report` is a table with columns task, class, accuracy and optionally
-    images (the count shown on each bar)."""
-    fig = _accuracy_panels(report, "task", "class", "images", "Pretext task: {}")
+    images (the count shown on each bar) and label (the class as the bars name it, e.g. 'C7 +30°')."""
+    report = pd.DataFrame(report)
+    group = "label" if "label" in report else "class"
+    fig = _accuracy_panels(report, "task", group, "images", "Pretext task: {}")
     chance = 1 / pd.DataFrame(report).groupby("task", sort=False)["class"].nunique()
     for ax, level in zip(fig.axes, chance):
         ax.axhline(level, color="grey", linestyle="--", label=f"chance = {level:.2f}")
@@ -171,9 +174,10 @@ def plot_attribute_counts(images, ncols=4):
         values = images[column].dropna()
         if pd.api.types.is_float_dtype(values):
             ax.hist(values, bins=36, color="tab:blue")
-        else:
-            counts = values.value_counts().sort_index()
-            ax.bar(counts.index.astype(str), counts.to_numpy(), color="tab:blue")
+        else:  # bars in code order, labelled with what each code means where the data says it
+            labels = layouts.code_labels(images, column).dropna()
+            counts = pd.DataFrame({"value": values, "label": labels}).groupby(["value", "label"]).size()
+            ax.bar(counts.index.get_level_values("label").astype(str), counts.to_numpy(), color="tab:blue")
             ax.tick_params(axis="x", labelrotation=90 if len(counts) > 8 else 0)
         ax.set(title=column, ylabel="images")
     return fig
@@ -268,7 +272,7 @@ def plot_umap(vectors, images, color_by=("identity",), random_state=0, title=Non
     coords = umap_2d(vectors, random_state) if coords is None else np.asarray(coords)
     fig = InlineFigure(figsize=(4.5 * len(color_by), 4), layout="constrained")
     for ax, column in zip(fig.subplots(1, len(color_by), squeeze=False).ravel(), color_by):
-        _scatter(ax, coords, images[column], column)
+        _scatter(ax, coords, layouts.code_labels(images, column), column)
         ax.set(title=f"coloured by {column}", xticks=[], yticks=[])
     fig.suptitle(title or "UMAP of the embeddings")
     return fig

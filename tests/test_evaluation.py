@@ -94,6 +94,13 @@ def test_pose_gap_and_expression_groups():
         "frontal-profile",
     ]
     assert groups["expression"].tolist() == ["E1-E2", "E1-E3", "E1-E1", "E1-E2", "E1-E1", None]
+    # where the data names its expressions, the pairs are named, still in code order (not alphabetical)
+    named = images.assign(expression_name=images["expression"].map({1: "neutral", 2: "smile", 3: "frown"}))
+    assert poses.pair_groups(pairs, named)["expression"].tolist()[:3] == [
+        "neutral-smile",
+        "neutral-frown",
+        "neutral-neutral",
+    ]
 
     scores = np.array([0.9, 0.2, 0.1, 0.8, 0.7, 0.6])  # at 0.5: the frontal-profile same pair is missed
     table = poses.accuracy_by_pose(pairs, images, scores, 0.5)
@@ -333,8 +340,8 @@ def test_pretext_accuracy_per_class(face_data, tmp_path):
     )
     report = evaluation.pretext_accuracy(tmp_path / "pretext.pt", face_data.images, cache_dir=tmp_path)
     assert report.to_dict("records") == [
-        {"task": "expression", "class": 1, "images": 12, "accuracy": 1.0},
-        {"task": "expression", "class": 2, "images": 4, "accuracy": 0.0},
+        {"task": "expression", "class": 1, "label": "E1", "images": 12, "accuracy": 1.0},
+        {"task": "expression", "class": 2, "label": "E2", "images": 4, "accuracy": 0.0},
     ]
     torch.save({"kind": "triarchy", "model": {}, "config": {"image_size": 16}}, tmp_path / "model.pt")
     with pytest.raises(FacelibError, match="expected a pretext checkpoint"):

@@ -514,3 +514,23 @@ def test_cfp_landmarks_for_alignment_and_the_box_fallback(cfp_tiny):
     assert images.loc["051/profile/01.jpg", "box"] is not None
     assert images.loc["051/frontal/01.jpg", "landmarks"] is not None  # a frontal face's template has no chin
     assert layouts.summary(data)["align_fallback"] == 1  # what `facelib inspect` reports
+
+
+def test_code_labels_decode_what_the_data_says_and_keep_codes_otherwise():
+    images = layouts._conform(
+        pd.DataFrame(
+            {
+                "path": [f"{i}.jpg" for i in range(5)],
+                "angle": [5, 5, 9, 7, None],
+                "yaw": [-1.0, 1.0, 88.0, np.nan, np.nan],
+                "expression": [1, 2, 3, 2, None],
+                "expression_name": ["neutral", "smile", None, None, None],
+            }
+        ),
+        layouts.IMAGE_COLUMNS,
+    )
+    assert layouts.code_labels(images, "expression").tolist() == ["neutral", "smile", "E3", "E2", None]
+    # a camera is named with the median yaw of its images; a camera without yaw keeps its code
+    assert layouts.code_labels(images, "angle").tolist() == ["C5 +0°", "C5 +0°", "C9 +88°", "C7", None]
+    assert layouts.code_labels(images, "path").equals(images["path"])  # any other column as it is
+    assert layouts.one_identity(images.assign(identity="a"))["label"].tolist()[:2] == ["C5 -1° neutral", "C5 +1° smile"]

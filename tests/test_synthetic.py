@@ -44,7 +44,8 @@ def test_layout_follows_the_competition(dataset):
     views = parsed.groupby(["face_id", "angle", "expression"]).light.nunique()
     assert len(views) == 28 * 27 and (views == 2).all()
     render = pd.read_csv(dataset / "render_meta.csv")
-    assert list(render.columns) == ["split", "file_name", "light", "expression", "yaw", "pitch"]
+    assert list(render.columns) == ["split", "file_name", "light", "expression", "expression_name", "yaw", "pitch"]
+    assert (render.expression.map(synthetic.EXPRESSIONS) == render.expression_name).all()
     rendered = render[render.split == "train"].set_index("file_name").loc[meta.file_name]
     assert (rendered[["light", "expression"]].to_numpy() == parsed[["light", "expression"]].to_numpy()).all()
     nominal = parsed.angle.map(synthetic.CAMERA_YAW).to_numpy()
@@ -94,6 +95,11 @@ def test_the_data_layer_reads_it_as_kface(dataset):
     labels = training.pretext_labels(splits.training_images(data))
     assert labels.classes == {"angle": list(range(1, 10)), "expression": [1, 2, 3]}
     assert labels.flippable.all() and (labels.mirrored[:, 0] == 8 - labels.targets[:, 0]).all()
+    # figures name the expressions the generator drew, and the cameras with their yaw
+    expressions = layouts.code_labels(data.images, "expression")
+    assert set(expressions) == set(synthetic.EXPRESSIONS.values())
+    cameras = layouts.code_labels(data.images, "angle")
+    assert cameras[data.images["angle"] == 5].eq("C5 +0°").all()
 
 
 def raw_pixel_cosines(root, split):

@@ -92,7 +92,7 @@ def test_umap_panels_share_points_and_colour_by_column(tmp_path):
         "coloured by expression",
     ]
     assert len(fig.axes) == 5  # the four panels and the yaw colour bar
-    assert [t.get_text() for t in panels[3].get_legend().get_texts()] == ["unknown", "1", "2", "3"]
+    assert [t.get_text() for t in panels[3].get_legend().get_texts()] == ["unknown", "E1", "E2", "E3"]
     assert [t.get_text() for t in panels[0].get_legend().get_texts()] == list("ABCD")
     first, second = (np.concatenate([c.get_offsets() for c in ax.collections]) for ax in panels[:2])
     assert len(first) == 40 and sorted(map(tuple, first)) == sorted(map(tuple, second))
@@ -161,6 +161,10 @@ def test_pretext_accuracy_has_one_panel_per_task(tmp_path):
     assert [ax.get_title() for ax in fig.axes] == ["Pretext task: angle", "Pretext task: expression"]
     assert [text.get_text() for text in fig.axes[0].texts] == ["0.90\nn=10", "0.50\nn=12"]
     assert_png(visualisation.save(fig, tmp_path / "pretext.png"))
+    # the bars are named by the report's labels where it has them (the class codes decoded)
+    named = visualisation.plot_pretext_accuracy(report.assign(label=["C1 -90°", "C2 -68°", "neutral"]))
+    visualisation.save(named, tmp_path / "named.png")  # drawing it fills in the tick labels
+    assert [tick.get_text() for tick in named.axes[1].get_xticklabels()] == ["neutral"]
 
 
 def test_figures_show_themselves_as_png_in_a_notebook():
