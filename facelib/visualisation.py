@@ -128,7 +128,7 @@ def plot_pretext_accuracy(report):
     report = pd.DataFrame(report)
     group = "label" if "label" in report else "class"
     fig = _accuracy_panels(report, "task", group, "images", "Pretext task: {}")
-    chance = 1 / pd.DataFrame(report).groupby("task", sort=False)["class"].nunique()
+    chance = 1 / report.groupby("task", sort=False)["class"].nunique()
     for ax, level in zip(fig.axes, chance):
         ax.axhline(level, color="grey", linestyle="--", label=f"chance = {level:.2f}")
         ax.legend(loc="upper right", fontsize=8)

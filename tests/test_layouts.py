@@ -534,3 +534,15 @@ def test_code_labels_decode_what_the_data_says_and_keep_codes_otherwise():
     assert layouts.code_labels(images, "angle").tolist() == ["C5 +0°", "C5 +0°", "C9 +88°", "C7", None]
     assert layouts.code_labels(images, "path").equals(images["path"])  # any other column as it is
     assert layouts.one_identity(images.assign(identity="a"))["label"].tolist()[:2] == ["C5 -1° neutral", "C5 +1° smile"]
+
+
+def test_a_users_train_meta_can_name_its_expressions(kface_challenge):
+    root, _ = kface_challenge
+    meta = pd.read_csv(root / "train" / "train_meta.csv", dtype=str)
+    names = meta["file_name"].str.extract(r"_E(\d+)_")[0].map({"01": "neutral", "02": "smile"})
+    meta.assign(expression_name=names).to_csv(root / "train" / "train_meta.csv", index=False)
+    images = layouts.load(root).images
+    labels = layouts.code_labels(images, "expression")
+    train = images["split"] == "train"
+    assert set(labels[train]) == {"neutral", "smile"}
+    assert labels[~train].str.fullmatch(r"E\d").all()  # validate / test images are named by no file: codes
