@@ -165,6 +165,28 @@ def test_embed_images_is_normalised_and_cached(tmp_path):
     assert model.images_seen == 40
 
 
+class Pixels(nn.Sequential):
+    """Stand-in embedder that sees left from right: a linear map of the raw pixels."""
+
+    image_size = 16
+
+    def __init__(self):
+        super().__init__(nn.Flatten(), nn.Linear(3 * 16 * 16, 8))
+
+
+def test_flip_averaged_embeddings_do_not_depend_on_which_way_a_face_looks():
+    """Issue 17's canonical facing (mirroring profiles to face one way before embedding) is what the default flip
+    averaging already gives: a face and its mirror get the same embedding, so pairs score the same either way."""
+    torch.manual_seed(0)
+    faces = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    model = Pixels()
+    mirrored = faces.flip(-1)
+    averaged = [embedding.embed_images(model, x, flip=True, cache=False) for x in (faces, mirrored)]
+    np.testing.assert_allclose(*averaged, atol=1e-5)
+    plain = [embedding.embed_images(model, x, flip=False, cache=False) for x in (faces, mirrored)]
+    assert np.abs(plain[0] - plain[1]).max() > 0.1  # without the averaging, facing changes the embedding
+
+
 # ----------------------------------------------------------------------------------------------- data set
 
 COLOURS = {"A": (230, 30, 30), "B": (30, 230, 30), "C": (30, 30, 230), "D": (230, 230, 30)}
