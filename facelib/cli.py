@@ -55,6 +55,7 @@ IDENTITY_OPTIONS = (
     "triplet_scale",
     "centre",
     "pose_aware",
+    "canonical_facing",
     "margin",
     "head",
 )
@@ -281,6 +282,13 @@ def build_parser():
         action="store_const",
         const=True,
         help="every identity in a batch shows each of its views (frontal / profile) at least once",
+    )
+    p.add_argument(
+        "--canonical-facing",
+        action="store_const",
+        const=True,
+        help="show every face whose facing is known (CFP profiles, K-Face side cameras) turned right, in training "
+        "and at test, instead of random flips (default: random flips)",
     )
     p.add_argument(
         "--margin",

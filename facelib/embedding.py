@@ -9,9 +9,9 @@ The embedding cache: evaluating a model runs the network over every image of the
 split embeds overlapping images). Each result is kept as one .npy file in the facelib cache folder, so asking again
 runs no network. Its key covers everything the vectors depend on: the model's architecture and every weight and
 buffer (`weights_digest`; an ONNX file's digest), each image file's path, modification time, size and crop
-(imagecache.cache_key), the input size and alignment, `flip`, and EMBEDDING_CACHE_FORMAT. So retraining, a changed
-image or another option gives a new key and the old file is never read again; old files are removed by the cache
-folder's size cap (imagecache.prune, $FACELIB_CACHE_LIMIT_MB).
+(imagecache.cache_key), the input size, alignment and canonical facing, `flip`, and EMBEDDING_CACHE_FORMAT. So
+retraining, a changed image or another option gives a new key and the old file is never read again; old files are
+removed by the cache folder's size cap (imagecache.prune, $FACELIB_CACHE_LIMIT_MB).
 """
 
 import hashlib
@@ -60,13 +60,16 @@ def embed_images(model, images, batch_size=128, flip=True, cache=True, device=No
 
     `images` is an image table (rows with a `path`; a path listed twice is embedded once, faces come from
     `imagecache.load_images` at `model.image_size`) or a uint8 tensor [N, 3, S, S]. With `flip`, each
-    embedding is the mean of the image's and its mirror's. `device`: where to run (the model is moved
+    embedding is the mean of the image's and its mirror's (`flip` may also be a bool mask [N] naming the faces
+    to average so). A model trained with canonical facing (`.canonical_facing`, set by models.load_embedder) sees
+    the faces of a table as it trained: those whose facing is known turned one way (`to_canonical_facing`), and
+    averaged with their mirror only where the facing is unknown. `device`: where to run (the model is moved
     there); default: where the model is. `cache`: True (the facelib cache folder), a folder, or False
     (no embedding cache; decoded faces still use the image cache); the key covers the weights, the image
     files (or pixels) and `flip`, so evaluating the same model on the same data again runs no network.
     `model` may also be an export.OnnxEmbedder (ONNX Runtime), whose graph always averages the mirror image.
     """
-    if isinstance(model, export.OnnxEmbedder) and not flip:
+    if isinstance(model, export.OnnxEmbedder) and not np.all(flip):
         raise FacelibError(f"{model.path}: the ONNX graph averages each face with its mirror; flip=False needs torch")
     if isinstance(images, pd.DataFrame):
         distinct = images.drop_duplicates("path")
@@ -77,7 +80,7 @@ def embed_images(model, images, batch_size=128, flip=True, cache=True, device=No
 
 def _embed_cached(model, images, batch_size, flip, cache, device, progress):
     if not cache:
-        return _embed(model, _faces(model, images, None, progress), batch_size, flip, device, progress)
+        return _embed(model, *_faces(model, images, flip, None, progress), batch_size, device, progress)
     cache_dir = imagecache.cache_folder(None if cache is True else cache)
     limit = imagecache.cache_limit_bytes()  # a bad setting fails before the embedding, not after
     cache_file = cache_dir / f"embeddings-{len(images)}-{_embedding_key(model, images, flip)[:24]}.npy"
@@ -88,19 +91,34 @@ def _embed_cached(model, images, batch_size, flip, cache, device, progress):
             return vectors
         except (OSError, ValueError):
             pass  # unreadable cache file: embed again and replace it
-    vectors = _embed(model, _faces(model, images, cache_dir, progress), batch_size, flip, device, progress)
+    vectors = _embed(model, *_faces(model, images, flip, cache_dir, progress), batch_size, device, progress)
     with atomic_path(cache_file) as tmp, open(tmp, "wb") as file:  # a file object: np.save adds no suffix
         np.save(file, vectors)
     imagecache.prune(cache_dir, keep=cache_file, limit=limit)
     return vectors
 
 
-def _faces(model, images, cache_dir, progress):
+def _faces(model, images, flip, cache_dir, progress):
+    """(faces, flip): the model's input faces and which of them to average with their mirror image."""
     if not isinstance(images, pd.DataFrame):
-        return images
-    return imagecache.load_images(
+        return images, flip
+    faces = imagecache.load_images(
         images, _image_size(model), cache_dir=cache_dir, progress=progress, align=_aligned(model)
     )
+    if _canonical(model):
+        flip = to_canonical_facing(faces, images) & np.asarray(flip, dtype=bool)
+    return faces, flip
+
+
+def to_canonical_facing(faces, images):
+    """Mirror, in place, the faces (uint8 [N, 3, S, S], rows of `images`) that canonical facing turns round
+    (poses.canonical_facing); return which faces may still be averaged with their mirror image: those of unknown
+    facing, as a model trained on canonical facing never saw the others turned the other way. In place costs
+    little: imagecache.load_images maps its file copy-on-write, so only the mirrored faces are copied."""
+    known, mirrored = poses.canonical_facing(images)
+    rows = torch.from_numpy(np.flatnonzero(mirrored))
+    faces[rows] = faces[rows].flip(-1)
+    return ~known
 
 
 def _image_size(model):
@@ -109,13 +127,20 @@ def _image_size(model):
     return int(model.image_size)
 
 
+def _canonical(model):
+    """Whether `model` trained on canonical facing (`.canonical_facing`, set by models.load_embedder)."""
+    return bool(getattr(model, "canonical_facing", False))
+
+
 def _aligned(model):
     """Whether `model` takes landmark-aligned faces (`.align`, set by models.load_embedder); else boxes."""
     return bool(getattr(model, "align", False))
 
 
 def _embedding_key(model, images, flip):
-    digest = hashlib.sha256(f"facelib-embeddings v{EMBEDDING_CACHE_FORMAT} flip={bool(flip)}\n".encode())
+    canonical = " canonical" if _canonical(model) else ""
+    flip = bool(flip) if np.ndim(flip) == 0 else np.asarray(flip, dtype=bool).tobytes().hex()  # a mask: its rows
+    digest = hashlib.sha256(f"facelib-embeddings v{EMBEDDING_CACHE_FORMAT} flip={flip}{canonical}\n".encode())
     digest.update(weights_digest(model))
     if isinstance(images, pd.DataFrame):
         digest.update(imagecache.cache_key(images, _image_size(model), _aligned(model)).encode())
@@ -137,7 +162,7 @@ def weights_digest(model):
     return digest.digest()
 
 
-def _embed(model, faces, batch_size, flip, device, progress):
+def _embed(model, faces, flip, batch_size, device, progress):
     if isinstance(model, export.OnnxEmbedder):  # flip averaging and normalisation are inside the graph
         batches = torch.split(faces, batch_size)
         batches = tqdm(batches, desc="embedding (onnxruntime)", unit="batch", disable=not progress, leave=False)
@@ -149,14 +174,17 @@ def _embed(model, faces, batch_size, flip, device, progress):
     was_training = model.training
     model.eval()
     chunks = []
+    flip = torch.as_tensor(np.broadcast_to(flip, len(faces)).copy()).to(device)  # per face
     try:
         with torch.inference_mode():
             for start in tqdm(
                 range(0, len(faces), batch_size), desc="embedding", unit="batch", disable=not progress, leave=False
             ):
                 x = imagecache.to_model_input(faces[start : start + batch_size].to(device))
-                if flip:  # one forward pass over the batch and its mirror image, each view weighing the same
+                averaged = flip[start : start + batch_size]
+                if averaged.any():  # one forward pass over the batch and its mirror image, each view weighing the same
                     original, mirrored = model(torch.cat([x, x.flip(-1)])).float().chunk(2)
+                    mirrored = torch.where(averaged[:, None], mirrored, original)  # the others count themselves twice
                     chunks.append(
                         torch.nn.functional.normalize(original, dim=1) + torch.nn.functional.normalize(mirrored, dim=1)
                     )

@@ -20,11 +20,12 @@ import torch
 
 from facelib import export, imagecache, layouts, models, splits
 from facelib import options as checks
-from facelib.embedding import Embeddings, embed_pairs, resolve_model
+from facelib.embedding import Embeddings, embed_pairs, resolve_model, to_canonical_facing
 from facelib.errors import FacelibError
 from facelib.io_utils import atomic_path
 from facelib.metrics import best_threshold, kfold_thresholds, predicted_same, verification_metrics
 from facelib.poses import accuracy_by_pose
+from facelib.recipe import IdentityConfig
 from facelib.retrieval import rank_gallery
 
 # ----------------------------------------------------------------------------------------------- embeddings
@@ -112,6 +113,37 @@ def pretext_accuracy(checkpoint, images, batch_size=128, device=None, cache_dir=
                     }
                 )
     return pd.DataFrame(rows, columns=["task", "class", "label", "images", "accuracy"])
+
+
+@torch.inference_mode()
+def identity_accuracy(checkpoint, images, batch_size=128, device=None, cache_dir=None):
+    """Share of `images` whose person the classifier of a Triarchy / Baseline checkpoint names, on the faces as its
+    training saw them before augmentation (aligned, canonical facing, as the run's settings say): how well the
+    network fits the people it trained on, so that on its own training faces a low share means it underfits.
+    Images of people it did not train on are left out."""
+    state = models.read_checkpoint(checkpoint)
+    if state["kind"] not in models.MODELS:
+        raise FacelibError(f"{checkpoint}: expected a triarchy or baseline checkpoint, found kind {state['kind']!r}")
+    config = IdentityConfig.from_stored(state["config"]["settings"])  # older runs: their options' defaults filled in
+    model = models.MODELS[state["kind"]](
+        state["num_ids"], head=config.head, image_size=config.image_size, cosine=config.margin != "none"
+    )
+    model.load_state_dict(state["model"])
+    device = models.resolve_device(device)
+    model.to(device).eval()
+    known = images[images["identity"].isin(state["identities"])]
+    if known.empty:
+        raise FacelibError(f"{checkpoint}: none of the {len(images)} images shows a person the model trained on")
+    faces = imagecache.load_images(known, config.image_size, cache_dir, progress=False, align=config.align)
+    if config.canonical_facing:
+        to_canonical_facing(faces, known)
+    predicted = torch.cat(
+        [
+            model(imagecache.to_model_input(batch.to(device)))[1].argmax(1).cpu()
+            for batch in torch.split(faces, batch_size)
+        ]
+    )
+    return float((predicted.numpy() == pd.Index(state["identities"]).get_indexer(known["identity"])).mean())
 
 
 # ----------------------------------------------------------------------------------------------- evaluate

@@ -97,6 +97,11 @@ def write_onnx(net, out, extra_metadata=None):
     """Export an EmbeddingNet with `.image_size` (put in eval mode) to `out`, with facelib's metadata."""
     import onnx
 
+    if getattr(net, "canonical_facing", False):
+        raise FacelibError(
+            f"{out}: the model trained with canonical facing, but the ONNX graph averages every face with its "
+            "mirror image, a profile turned the way this model never saw; embed it with the torch engine"
+        )
     size = int(net.image_size)
     graph = FlipAveragedEmbedding(net.eval()).eval()
     metadata = {

@@ -266,14 +266,17 @@ class Augmentation:
     erase_area: tuple = (0.02, 0.2)  # its area, as a fraction of the image
     grayscale: float = 0.0  # probability of dropping colour (real photos differ in white balance and film)
 
-    def __call__(self, batch, generator=None, flippable=None):
+    def __call__(self, batch, generator=None, flippable=None, mirrored=None):
         """batch: uint8 [B, 3, H, W] (any device). flippable: optional bool [B]; False forbids flipping that
-        sample (e.g. a camera angle whose mirror is unknown). Returns (float normalised channels-last batch,
-        bool [B] flip mask on the CPU) so that direction labels can be mirrored for the flipped samples."""
+        sample at random (e.g. a camera angle whose mirror is unknown). mirrored: optional bool [B]; True flips
+        that sample always (canonical facing). Returns (float normalised channels-last batch, bool [B] flip mask
+        on the CPU) so that direction labels can be mirrored for the flipped samples."""
         n, device = batch.shape[0], batch.device
         flipped = torch.rand(n, generator=generator) < self.flip
         if flippable is not None:
             flipped &= torch.as_tensor(flippable, dtype=torch.bool)
+        if mirrored is not None:
+            flipped |= torch.as_tensor(mirrored, dtype=torch.bool)
 
         x = batch.float() / 255.0
         brightness = _uniform(generator, n, 1 - self.brightness, 1 + self.brightness).view(n, 1, 1, 1).to(device)

@@ -301,8 +301,9 @@ def faces_aligned(config):
 
 def load_embedder(path, device="cpu"):
     """The inference network stored in a checkpoint, in eval mode, with `.image_size`, `.align` (faces are warped
-    onto the landmark template, as the run trained), `.kind` and `.verification` (the threshold chosen on the
-    validation pairs, or None) set.
+    onto the landmark template, as the run trained), `.canonical_facing` (faces of known facing are turned one
+    way, facelib.embedding), `.kind` and `.verification` (the threshold chosen on the validation pairs, or None)
+    set.
 
     Identity models (triarchy/baseline) give 512-d embeddings; a pretext checkpoint gives the
     backbone's 1280-d pooled features, so pretext and Triarchy embeddings can be compared.
@@ -325,6 +326,7 @@ def load_embedder(path, device="cpu"):
         raise CheckpointError(f"{path}: weights do not fit the {checkpoint['kind']} model ({first_line})") from error
     model.image_size = image_size
     model.align = faces_aligned(checkpoint["config"])
+    model.canonical_facing = bool(checkpoint["config"].get("settings", {}).get("canonical_facing", False))
     model.kind = checkpoint["kind"]
     model.verification = checkpoint.get("verification")  # the run's validation threshold, if it had one
     return model.to(device).eval()

@@ -8,6 +8,9 @@ from facelib import layouts
 from facelib.metrics import accuracy_by_group
 
 POSES = ("frontal", "half-profile", "profile")
+# Canonical facing (IdentityConfig.canonical_facing) shows every face whose facing is known turned this way, the
+# way the alignment templates' profile looks (facelib.alignment): faces facing the other way are mirrored.
+CANONICAL_FACING = "right"
 
 
 # |yaw| bin edges in degrees: frontal, half-profile, profile. They lie between the cameras of both usual
@@ -23,6 +26,14 @@ def pose_labels(images):
     view = images["view"].astype(object) if "view" in images else from_yaw
     labels = from_yaw.where(from_yaw.notna(), view)
     return labels.where(labels.notna(), None).rename("pose")
+
+
+def canonical_facing(images):
+    """(known, mirrored): bool arrays aligned with `images`: whose facing is known ('left' / 'right'; the
+    `facing` column, from CFP's fiducials or a K-Face camera's yaw), and which of them canonical facing mirrors."""
+    facing = images["facing"] if "facing" in images else pd.Series(None, index=images.index, dtype=object)
+    known = facing.isin(["left", "right"]).to_numpy(bool)
+    return known, known & (facing != CANONICAL_FACING).to_numpy(bool)
 
 
 def _pair_label(first, second, order):

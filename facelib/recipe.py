@@ -157,7 +157,9 @@ class IdentityConfig(TrainingConfig):
     (facelib.losses): "batch" keeps each face's length but divides out the batch's scale, which learnt on CFP
     where the original's "raw" and the unit sphere did not. centre: subtract the training faces' mean embedding
     before the cosine (facelib.models.EmbeddingNet; False gives the original's uncentred embedding). pose_aware:
-    each identity's K images in a batch include one of every view it has (facelib.sampler). margin: a margin
+    each identity's K images in a batch include one of every view it has (facelib.sampler). canonical_facing:
+    every face whose facing is known is shown turned one way (facelib.poses.CANONICAL_FACING; the others mirrored),
+    in training, where such faces are never flipped at random, and at test (facelib.embedding). margin: a margin
     softmax on cosines (facelib.losses). head: how the embedding is read from the backbone
     (facelib.models.EmbeddingNet).
     """
@@ -174,6 +176,7 @@ class IdentityConfig(TrainingConfig):
     center_lr: float = 0.5
     centre: bool = True
     pose_aware: bool = False
+    canonical_facing: bool = False
     margin: str = "none"
     head: str = "gap"
 
@@ -208,6 +211,7 @@ class IdentityConfig(TrainingConfig):
         yield "center_lr", options.finite_number("center_lr", self.center_lr, positive=True)
         yield "centre", _boolean("centre", self.centre)
         yield "pose_aware", _boolean("pose_aware", self.pose_aware)
+        yield "canonical_facing", _boolean("canonical_facing", self.canonical_facing)
         yield "margin", _choice("margin", self.margin, MARGINS)
         yield "head", _choice("head", self.head, EMBEDDING_HEADS)
         if self.train_folds and self.val_folds and set(self.train_folds) & set(self.val_folds):
@@ -239,7 +243,13 @@ def from_legacy(settings):
         # runs before the triplet_scale setting stored a flag for the unit sphere, or nothing (the raw embedding)
         flag = settings.pop("normalize_triplet", False)
         settings.setdefault("triplet_scale", "unit" if flag else "raw")
-        for name, before in (("margin", "none"), ("head", "gap"), ("pose_aware", False), ("val_folds", None)):
+        for name, before in (
+            ("margin", "none"),
+            ("head", "gap"),
+            ("pose_aware", False),
+            ("canonical_facing", False),
+            ("val_folds", None),
+        ):
             settings.setdefault(name, before)
         if kind == "baseline":  # stored as None: the Baseline never had a center loss
             settings["center_weight"] = settings["center_weight"] or 0.0

@@ -40,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from facelib import embedding, imagecache, layouts, losses, metrics, models, options, splits
+from facelib import embedding, imagecache, layouts, losses, metrics, models, options, poses, splits
 from facelib.errors import FacelibError
 from facelib.imagecache import Augmentation, load_images
 from facelib.io_utils import atomic_save, atomic_write_text, remove_stale_temporaries
@@ -186,6 +186,10 @@ class PretextTask:
     def flippable(self, indices):
         return self.labels.flippable[indices]
 
+    def mirrored(self, indices):
+        """Flips are random: the facing labels follow them."""
+        return None
+
     def loss(self, model, criterion, images, indices, flipped):
         targets = torch.where(flipped[:, None], self.labels.mirrored[indices], self.labels.targets[indices])
         return criterion(model(images), targets.to(images.device))
@@ -208,6 +212,15 @@ class IdentityTask:
         self.config = config
         codes, self.identities = pd.factorize(images["identity"], sort=True)
         self.targets = torch.from_numpy(codes.astype(np.int64))
+        self.facing_known = self.facing_mirrored = None
+        if config.canonical_facing:
+            known, mirrored = poses.canonical_facing(images)
+            if not known.any():
+                raise FacelibError(
+                    f"{config.data_root}: canonical_facing needs the facing of the profiles (CFP fiducials, K-Face "
+                    "camera codes or a yaw column); no training image has one"
+                )
+            self.facing_known, self.facing_mirrored = torch.tensor(known), torch.tensor(mirrored)
 
     @staticmethod
     def select(config, data):
@@ -229,7 +242,12 @@ class IdentityTask:
         return model, identity_criterion(c, len(self.identities))
 
     def flippable(self, indices):
-        return None
+        """canonical_facing: a face whose facing is known is never flipped at random (that would undo it)."""
+        return None if self.facing_known is None else ~self.facing_known[indices]
+
+    def mirrored(self, indices):
+        """canonical_facing: the faces turned away from poses.CANONICAL_FACING, flipped always."""
+        return None if self.facing_mirrored is None else self.facing_mirrored[indices]
 
     def loss(self, model, criterion, images, indices, flipped):
         embedding, logits = model(images)
@@ -544,7 +562,7 @@ def _fit(task_class, config, files, checkpoint, runtime, cache_dir, progress):
     faces = _load_faces(runtime, images, size, align, cache_dir, progress)
     # only rank 0 validates (and picks the best epoch); the other ranks wait for it at the end of the epoch
     validation = (
-        _Validation(pairs, data.images, size, align, runtime.device, cache_dir, progress)
+        _Validation(pairs, data.images, config, runtime.device, cache_dir, progress)
         if len(pairs) and runtime.is_main
         else None
     )
@@ -649,7 +667,9 @@ def _train_epoch(run, net, task, faces, sampler, augment, runtime, config, files
     )
     for step, indices in enumerate(bar):
         indices = torch.as_tensor(indices)
-        batch, flipped = augment(faces[indices].to(runtime.device), run.generator, task.flippable(indices))
+        batch, flipped = augment(
+            faces[indices].to(runtime.device), run.generator, task.flippable(indices), task.mirrored(indices)
+        )
         with runtime.autocast:
             total, parts = task.loss(net, run.criterion, batch, indices, flipped)
         # one small all-reduce per step: the logged means, and every rank sees a non-finite loss at once
@@ -715,11 +735,14 @@ class _Validation:
     mirror-image average of `facelib evaluate`: half the cost, every epoch, and it ranks epochs the same way).
     The best model's operating point is then measured the way it will be used: with the mirror average."""
 
-    def __init__(self, pairs, all_images, size, align, device, cache_dir, progress):
+    def __init__(self, pairs, all_images, config, device, cache_dir, progress):
         self.pairs, self.device = pairs, device
         paths = pd.unique(pairs[["a", "b"]].to_numpy().ravel())
         self.images = all_images.drop_duplicates("path").set_index("path").loc[paths].reset_index()
-        self.faces = load_images(self.images, size, cache_dir, progress=progress, align=align)
+        self.faces = load_images(self.images, config.image_size, cache_dir, progress=progress, align=config.align)
+        self.flippable = True  # which faces the mirror-image average may use: all, unless canonical facing
+        if config.canonical_facing:
+            self.flippable = embedding.to_canonical_facing(self.faces, self.images)
 
     def accuracy(self, model):
         return self._best_threshold(model, flip=False)[1]
@@ -729,7 +752,7 @@ class _Validation:
         # building the exported copy draws initial weights from the global RNG: forked, so that storing the
         # threshold leaves training's random stream (and an exact resume) as it was
         with torch.random.fork_rng(devices=[]):
-            threshold, accuracy = self._best_threshold(model, flip=True)
+            threshold, accuracy = self._best_threshold(model, flip=self.flippable)
         return dict(
             threshold=threshold, metric=VERIFICATION_METRIC, flip=True, accuracy=accuracy, pairs=len(self.pairs)
         )

@@ -187,6 +187,34 @@ def test_flip_averaged_embeddings_do_not_depend_on_which_way_a_face_looks():
     assert np.abs(plain[0] - plain[1]).max() > 0.1  # without the averaging, facing changes the embedding
 
 
+def test_a_canonical_facing_model_sees_every_profile_turned_right(tmp_path, monkeypatch):
+    """Canonical facing at test: a profile facing left is mirrored before embedding, a face of known facing is not
+    averaged with its mirror (the model never saw it turned the other way), a face of unknown facing still is."""
+    monkeypatch.setenv("FACELIB_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    profile, frontal = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    files = {"right": profile, "left": profile.flip(-1), "frontal": frontal, "frontal-mirrored": frontal.flip(-1)}
+    for name, face in files.items():
+        Image.fromarray(face.permute(1, 2, 0).numpy()).save(tmp_path / f"{name}.png")
+    images = pd.DataFrame(
+        {"path": [str(tmp_path / f"{name}.png") for name in files], "facing": ["right", "left", None, None]}
+    )
+    model = Pixels()
+    model.canonical_facing = True
+    right, left, frontal_vector, frontal_mirrored = embedding.embed_images(model, images, cache=tmp_path / "cache")
+    np.testing.assert_allclose(left, right, atol=1e-5)
+    np.testing.assert_allclose(
+        right, embedding.embed_images(model, profile[None], flip=False, cache=False)[0], atol=1e-5
+    )
+    np.testing.assert_allclose(frontal_vector, frontal_mirrored, atol=1e-5)
+    # the same choice per face, given as a mask with a tensor of faces (and cached under the mask)
+    by_mask = embedding.embed_images(model, torch.stack([profile, frontal]), flip=[False, True], cache=tmp_path)
+    np.testing.assert_allclose(by_mask, [right, frontal_vector], atol=1e-5)
+    model.canonical_facing = False  # the same weights trained with random flips: the cache must not answer
+    random_flips = embedding.embed_images(model, images, flip=False, cache=tmp_path / "cache")
+    assert np.abs(random_flips[0] - random_flips[1]).max() > 0.1
+
+
 # ----------------------------------------------------------------------------------------------- data set
 
 COLOURS = {"A": (230, 30, 30), "B": (30, 230, 30), "C": (30, 30, 230), "D": (230, 230, 30)}
@@ -341,6 +369,27 @@ def test_cfp_pose_groups_follow_the_protocol(cfp_root):
     groups = poses.pair_groups(pairs, data.images)["pose"]
     assert groups[pairs["protocol"] == "FF"].eq("frontal-frontal").all()
     assert groups[pairs["protocol"] == "FP"].eq("frontal-profile").all()
+
+
+def test_identity_accuracy_says_how_well_a_run_fits_the_people_it_trained_on(face_data, tmp_path):
+    from facelib.models import Baseline
+    from facelib.recipe import IdentityConfig
+
+    model = Baseline(num_ids=2)
+    with torch.no_grad():  # a classifier that always names its first class, whoever the face shows
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([10.0, -10.0]))
+    settings = IdentityConfig(face_data.root, model="baseline", image_size=32).stored()
+    checkpoint = {"kind": "baseline", "model": model.state_dict(), "config": {"image_size": 32, "settings": settings}}
+    images = face_data.images[face_data.images["identity"].isin(["A", "B", "C"])].iloc[:7]  # A x4, B x3
+    for first, expected in (["A", 4 / 7], ["B", 3 / 7]):  # the stored identities name the classes
+        torch.save(dict(checkpoint, num_ids=2, identities=[first, "AB".replace(first, "")]), tmp_path / "model.pt")
+        assert evaluation.identity_accuracy(tmp_path / "model.pt", images, cache_dir=tmp_path) == pytest.approx(
+            expected
+        )
+    strangers = face_data.images[face_data.images["identity"] == "D"]
+    with pytest.raises(FacelibError, match="none of the 4 images shows a person the model trained on"):
+        evaluation.identity_accuracy(tmp_path / "model.pt", strangers, cache_dir=tmp_path)
 
 
 def test_pretext_accuracy_per_class(face_data, tmp_path):

@@ -169,6 +169,14 @@ def test_an_aligned_model_exports_its_landmark_templates():
         assert np.array(points) == pytest.approx(alignment.TEMPLATES[view])
 
 
+def test_a_canonical_facing_model_is_not_exported_to_a_graph_that_averages_mirrors(tmp_path):
+    net = models.EmbeddingNet()
+    net.image_size, net.canonical_facing = 32, True
+    with pytest.raises(FacelibError, match="canonical facing"):
+        export.write_onnx(net, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
+
+
 def with_statistics_of(net, faces):
     """`net` with every BatchNorm's running statistics measured on `faces` (torch's `update_bn`). A tiny run's best
     epoch can be an early one whose eval-mode embedding is the same for every face (the cosface + GDC run below, on

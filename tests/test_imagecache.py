@@ -149,6 +149,11 @@ def test_augmentation_flip_mask_matches_the_flipped_images():
     allowed = torch.arange(64) % 2 == 0
     _, flipped = flip_only(batch, torch.Generator().manual_seed(0), flippable=allowed)
     assert not flipped[~allowed].any()
+    # canonical facing: some faces are always mirrored, and faces of known facing never flip at random
+    always = torch.arange(64) % 4 == 1
+    x, flipped = flip_only(batch, torch.Generator().manual_seed(0), flippable=allowed, mirrored=always)
+    assert flipped[always].all() and not flipped[~allowed & ~always].any()
+    assert torch.allclose(x[always], plain[always].flip(-1), atol=1e-5)
 
 
 def test_augmentation_is_per_sample_seeded_and_shaped():

@@ -279,6 +279,32 @@ def test_pose_aware_training_draws_batches_by_view(tiny_data, tmp_path, monkeypa
     assert seen[1] is None
 
 
+def test_canonical_facing_turns_faces_of_known_facing_right_in_training_and_at_test(tiny_data, tmp_path):
+    images = splits.training_images(layouts.load(tiny_data))
+    everyone = torch.arange(len(images))
+    task = training.IdentityTask(IdentityConfig(tiny_data, canonical_facing=True, **FAST), images)
+    facing = images["facing"]
+    assert set(facing.dropna()) == {"left", "right"}
+    assert task.mirrored(everyone).tolist() == (facing == "left").tolist()
+    assert task.flippable(everyone).tolist() == facing.isna().tolist()  # the others flip at random
+    plain = training.IdentityTask(IdentityConfig(tiny_data, **FAST), images)
+    assert plain.mirrored(everyone) is None and plain.flippable(everyone) is None
+    run = identity_run(tiny_data, tmp_path / "canonical", epochs=1, canonical_facing=True)
+    assert models.load_embedder(run).canonical_facing is True
+    assert models.load_embedder(identity_run(tiny_data, tmp_path / "plain", epochs=1)).canonical_facing is False
+
+
+def test_canonical_facing_without_any_known_facing_stops_before_training(tmp_path):
+    for name in ("amy", "ben"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for number in range(4):
+            Image.new("RGB", (40, 40), (40 * number, 120, 80)).save(tmp_path / "data" / name / f"{number}.jpg")
+    with pytest.raises(FacelibError, match="canonical_facing needs the facing"):
+        identity_run(tmp_path / "data", tmp_path / "run", canonical_facing=True)
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["train.log"]  # stopped before any epoch
+    assert "canonical_facing needs the facing" in (tmp_path / "run" / "train.log").read_text()
+
+
 def test_augmentation_recipes_by_name(tiny_data, tmp_path):
     with pytest.raises(FacelibError, match="augmentation: expected one of default, strong, got 'sparkly'"):
         identity_run(tiny_data, tmp_path / "run", epochs=1, augmentation="sparkly")
