@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facelib import alignment, embedding, imagecache, layouts, models
+from facelib import alignment, embedding, imagecache, layouts, models, poses
 from facelib.imagecache import load_images
 
 OUT = 96  # aligned face side, pixels
@@ -160,3 +160,20 @@ def test_cfp_templates_are_the_procrustes_mean_of_the_training_folds(cfp_images)
 
 def apply(transform, points):
     return points @ transform[:, :2].T + transform[:, 2]
+
+
+def test_canonical_facing_turns_every_cfp_profile_right(cfp_images, tmp_path):
+    """A mirrored profile's facing flips: after canonical facing, the mean of the profiles that faced left matches
+    the mean of those that faced right far better than before (box crops, which keep each face's facing)."""
+    profiles = cfp_images[(cfp_images["view"] == "profile") & cfp_images["facing"].notna()].iloc[::9]
+    faces = load_images(profiles, 48, cache_dir=tmp_path, progress=False)
+    known, mirrored = poses.canonical_facing(profiles)
+    assert known.all() and 0.2 < mirrored.mean() < 0.8  # CFP profiles face both ways
+
+    def likeness():  # correlation of the two groups' mean faces
+        left, right = (faces[group].float().mean(0).flatten() for group in (mirrored, ~mirrored))
+        return float(torch.corrcoef(torch.stack([left, right]))[0, 1])
+
+    before = likeness()
+    embedding.to_canonical_facing(faces, profiles)
+    assert likeness() > before + 0.1
