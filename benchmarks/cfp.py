@@ -5,6 +5,7 @@ Run by hand (never in CI), from the repository root:
     .venv/bin/python benchmarks/cfp.py --quick          # a few minutes: checks the script end to end
     OMP_NUM_THREADS=1 nohup .venv/bin/python benchmarks/cfp.py > benchmarks/runs/cfp.out 2>&1 &   # the full run
     .venv/bin/python benchmarks/cfp.py --methods baseline --head gdc --seed 1   # one lever, one method, a seed
+    .venv/bin/python benchmarks/cfp.py --methods baseline --image-size 64 --pretrain-synthetic 2000   # lever 7
 
 (On a machine shared with other jobs keep OMP_NUM_THREADS=1: two torch threads next to another multi-threaded
 job ran 10-30x slower here, from thread oversubscription.)
@@ -26,6 +27,9 @@ Methods (all scored by cosine similarity of L2-normalised embeddings, every imag
     pretext-features      the pretext backbone's pooled 1280-d features, no identity training
     classical             HOG + PCA + LDA fit on folds 1-8 (facelib.classical), on box crops even with --align
 Without --methods it runs classical, baseline (the best recipe's network) and triarchy (its ablation).
+With --pretrain-synthetic N the pretext-initialised networks start instead from a Baseline trained for
+--pretrain-epochs on N generated identities (facelib.synthetic at the input size, nine yaws each; issue 17's
+lever 7); their rows' "synthetic only" variant scores that pretrained network on fold 9 before any CFP training.
 
 Files: benchmarks/runs/<tag>/ (git-ignored) holds every training run, named by its settings, so a second
 invocation reuses finished runs and resumes interrupted ones; benchmark.log and the results of --quick
@@ -48,7 +52,19 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from facelib import embedding, evaluation, imagecache, layouts, metrics, models, poses, recipe, splits, training
+from facelib import (
+    embedding,
+    evaluation,
+    imagecache,
+    layouts,
+    metrics,
+    models,
+    poses,
+    recipe,
+    splits,
+    synthetic,
+    training,
+)
 from facelib.classical import ClassicalPeer
 from facelib.io_utils import atomic_write_text
 from facelib.recipe import IdentityConfig, PretextConfig
@@ -133,6 +149,16 @@ def parse_args(argv=None):
     )
     parser.add_argument("--margin", choices=recipe.MARGINS, help="margin softmax (facelib.losses)")
     parser.add_argument("--head", choices=recipe.EMBEDDING_HEADS, help="embedding head (facelib.models.EmbeddingNet)")
+    parser.add_argument(
+        "--pretrain-synthetic",
+        type=int,
+        metavar="IDENTITIES",
+        help="start the networks from a Baseline trained on this many synthetic identities (facelib.synthetic, at "
+        "the input size) instead of the CFP pretext",
+    )
+    parser.add_argument(
+        "--pretrain-epochs", type=int, default=1, help="epochs of the synthetic pretraining (default: %(default)s)"
+    )
     parser.add_argument("--augment", default="default", help="augmentation recipe (facelib.imagecache.AUGMENTATIONS)")
     parser.add_argument("--weight-decay", type=float, help="identity training weight decay (default: the recipe's)")
     parser.add_argument("--label-smoothing", type=float, help="default: the model's (recipe.MODEL_DEFAULTS)")
@@ -211,6 +237,28 @@ def train_pretext(args):
     return train(training.train_pretext, config, out, "pretext.pt")
 
 
+def train_synthetic(args):
+    """Lever 7: a Baseline trained on many synthetic identities, each seen from nine yaws, so that its backbone
+    starts from identity features that already span the pose range. The set is the embedded default's generator
+    with more identities, rendered at the input size (box crops: the cartoon faces have no fiducials)."""
+    data = args.runs / f"synthetic-{args.pretrain_synthetic}ids-s{args.image_size}"
+    if not data.is_dir():  # generate() renames a finished set into place, so a folder there is complete
+        log.info("generating %s", data)
+        synthetic.generate(data, identities=args.pretrain_synthetic, size=args.image_size)
+    out = run_folder(args, "synthetic-baseline", args.pretrain_epochs, ids=args.pretrain_synthetic, lr=args.lr)
+    config = IdentityConfig(
+        data,
+        epochs=args.pretrain_epochs,
+        model="baseline",
+        image_size=args.image_size,
+        batch=tuple(args.batch),
+        seed=args.seed,
+        device=args.device,
+        **({"lr": args.lr} if args.lr else {}),
+    )
+    return train(training.train_identity, config, out, "last.pt")
+
+
 def aligned_faces(args):
     """The alignment lever's name part: it shapes the pretext as well as the identity training."""
     return "aligned" if args.align else None
@@ -221,6 +269,7 @@ def levers(args):
     folder (so runs of different recipes never mix) and the results row."""
     chosen = dict(
         faces=aligned_faces(args),
+        pretrain=synthetic_pretraining(args),
         pose="aware" if args.pose_aware else None,
         facing="canonical" if args.canonical_facing else None,
         augment=None if args.augment == "default" else args.augment,
@@ -233,6 +282,13 @@ def levers(args):
     return {name: value for name, value in chosen.items() if value is not None}
 
 
+def synthetic_pretraining(args):
+    """The synthetic pretraining lever's name part: identities, and its epochs where not the one it defaults to."""
+    if not args.pretrain_synthetic:
+        return None
+    return f"synthetic{args.pretrain_synthetic}" + (f"e{args.pretrain_epochs}" if args.pretrain_epochs != 1 else "")
+
+
 def recipe_name(args):
     """How the results table names a recipe: size and budget, centring, then each lever."""
     shown = [f"{args.image_size}px", f"{args.epochs} epochs", "centred" if args.centre else "uncentred"]
@@ -240,13 +296,18 @@ def recipe_name(args):
     return ", ".join(shown)
 
 
-def train_network(args, method, pretext):
-    kind, uses_pretext = NETWORKS[method]
+def starts_synthetic(args, method):
+    """Whether this method's network starts from the synthetic pretraining (--pretrain-synthetic)."""
+    return bool(args.pretrain_synthetic) and NETWORKS.get(method, (None, False))[1]
+
+
+def train_network(args, method, init):
+    kind, uses_init = NETWORKS[method]
     out = run_folder(
         args,
         method,
         args.epochs,
-        pretext=args.pretext_epochs if uses_pretext else None,
+        pretext=args.pretext_epochs if uses_init and not args.pretrain_synthetic else None,
         lr=args.lr,
         triplet=None if args.triplet_scale == "raw" else args.triplet_scale,
         centre="ed" if args.centre else None,
@@ -258,7 +319,7 @@ def train_network(args, method, pretext):
         args.data,
         epochs=args.epochs,
         model=kind,
-        init=pretext if uses_pretext else None,
+        init=init if uses_init else None,
         val_folds=[HELD_OUT_FOLD],
         augmentation=args.augment,
         **shared_overrides(args),
@@ -318,8 +379,8 @@ def network_vectors(checkpoint, images, flip, device, centred=True):
     return embedding.embed_images(model, images, flip=flip, device=device)
 
 
-def network_row(args, method, pretext, images, pairs, train_sample):
-    out = train_network(args, method, pretext)
+def network_row(args, method, init, images, pairs, train_sample):
+    out = train_network(args, method, init)
     started = time.perf_counter()
     best = models.read_checkpoint(out / "model.pt")
     row = score(images, pairs, network_vectors(out / "model.pt", images, True, args.device))
@@ -327,6 +388,8 @@ def network_row(args, method, pretext, images, pairs, train_sample):
         "no_flip": score(images, pairs, network_vectors(out / "model.pt", images, False, args.device)),
         "last_epoch": score(images, pairs, network_vectors(out / "last.pt", images, True, args.device)),
     }
+    if starts_synthetic(args, method):  # how far the cartoon faces' identity features carry without CFP training
+        row["variants"]["synthetic_only"] = score(images, pairs, network_vectors(init, images, True, args.device))
     if args.centre:  # what subtracting the training faces' mean embedding is worth, on the same weights
         row["variants"]["uncentred"] = score(
             images, pairs, network_vectors(out / "model.pt", images, True, args.device, centred=False)
@@ -345,6 +408,7 @@ def network_row(args, method, pretext, images, pairs, train_sample):
         train_seconds=_training_seconds(out),
         eval_seconds=round(time.perf_counter() - started, 1),
         run=shown_path(out),
+        init_seconds=_training_seconds(Path(init).parent) if starts_synthetic(args, method) else None,
         val_accuracy_by_epoch=[round(v, 4) for v in pd.read_csv(out / "metrics.csv")["val_accuracy"]],
         settings=best["config"]["settings"],
         parameters=best["config"].get("inference_parameters"),
@@ -460,19 +524,24 @@ def main(argv=None):
     images, pairs = held_out(data)
     train_images = splits.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
     train_sample = train_images.sample(n=min(STANDARDISE_SAMPLE, len(train_images)), random_state=0)
-    needs_pretext = any(NETWORKS.get(m, (None, False))[1] for m in args.methods) or "pretext-features" in args.methods
+    needs_init = any(NETWORKS.get(m, (None, False))[1] for m in args.methods)
+    needs_pretext = "pretext-features" in args.methods or (needs_init and not args.pretrain_synthetic)
     pretext = train_pretext(args) if needs_pretext else None
+    init = train_synthetic(args) if needs_init and args.pretrain_synthetic else pretext
 
     rows = []
     for method in tqdm(args.methods, desc="methods", unit="method"):
         if method in NETWORKS:
-            row = network_row(args, method, pretext, images, pairs, train_sample)
+            row = network_row(args, method, init, images, pairs, train_sample)
         elif method == "pretext-features":
             row = pretext_row(args, pretext, images, pairs)
         else:
             row = classical_row(args, data, images, pairs)
         recipe = f"{args.classical_size}px" if method == "classical" else recipe_name(args)
-        rows.append({"recipe": recipe, "method": method, "seed": args.seed, "title": TITLES[method], **row})
+        title = TITLES[method]
+        if starts_synthetic(args, method):
+            title = title.replace("CFP pretext", f"{args.pretrain_synthetic} synthetic identities")
+        rows.append({"recipe": recipe, "method": method, "seed": args.seed, "title": title, **row})
         log.info(
             "%s: FP %.3f (AUC %.3f) FF %.3f (AUC %.3f) rank-1 %s",
             method,
@@ -502,7 +571,8 @@ def write_results(args, rows, command, started, started_at):
         "",
         "Each row: one method trained with one recipe and seed (`benchmarks/cfp.py`; its command, date, machine and "
         "full settings are in cfp.json). Recipe: input size, identity epochs, centring, and every option that "
-        "differs from the script's defaults; all networks use a 3-epoch pretext (view + facing), PK batches "
+        "differs from the script's defaults; the networks start from a 3-epoch pretext (view + facing) unless "
+        "the title names synthetic pretraining, PK batches "
         f"16x4, lr 1e-3, triplet scale batch, and the best epoch on fold {HELD_OUT_FOLD}.",
         f"Accuracy: mean ± std over {THRESHOLD_BLOCKS} blocks of fold-{HELD_OUT_FOLD} pairs, each judged at the "
         "threshold best on the other blocks; AUC / EER on all 700 pairs per protocol; retrieval: 500 frontal "

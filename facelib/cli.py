@@ -261,7 +261,11 @@ def build_parser():
 
     p = commands.add_parser("train", help="train Triarchy (or the Baseline) on identities")
     add_training_arguments(p)
-    p.add_argument("--init", help="pretext checkpoint whose backbone initialises the model")
+    p.add_argument(
+        "--init",
+        help="checkpoint whose backbone initialises the model: a pretext run, or an identity run (e.g. on synthetic "
+        "faces)",
+    )
     p.add_argument("--model", choices=["triarchy", "baseline"], help="default: triarchy")
     p.add_argument("--val-folds", type=fold_list, help="CFP protocol folds for validation, e.g. 9")
     p.add_argument(

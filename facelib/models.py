@@ -273,23 +273,19 @@ def backbone_state(state_dict, prefix):
     return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
-def read_pretext(path):
-    """A pretext checkpoint (what `train --init` takes), refused in one line if it is anything else."""
-    checkpoint = read_checkpoint(path)
-    if checkpoint["kind"] != "pretext":
-        raise CheckpointError(f"{path}: expected a pretext checkpoint, found kind {checkpoint['kind']!r}")
-    return checkpoint
+# Where each kind of checkpoint keeps the backbone's weights: a pretext net's own, an identity net's in its embedder.
+BACKBONE_PREFIX = {"pretext": "backbone.", "triarchy": "embedder.backbone.", "baseline": "embedder.backbone."}
 
 
-def load_backbone_from_pretext(model, pretext_path):
-    """Initialise a Triarchy/Baseline backbone from a pretext checkpoint; the pretext head is dropped."""
-    checkpoint = read_pretext(pretext_path)
-    state = backbone_state(checkpoint["model"], "backbone.")
+def load_backbone_from(model, path):
+    """Initialise a Triarchy/Baseline backbone from a pretext or identity checkpoint; its heads are dropped."""
+    checkpoint = read_checkpoint(path)  # every kind it reads has a backbone
+    state = backbone_state(checkpoint["model"], BACKBONE_PREFIX[checkpoint["kind"]])
     try:
         model.embedder.backbone.load_state_dict(state)
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{pretext_path}: backbone weights do not fit this model ({first_line})") from error
+        raise CheckpointError(f"{path}: backbone weights do not fit this model ({first_line})") from error
     return model
 
 

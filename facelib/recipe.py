@@ -150,8 +150,9 @@ class PretextConfig(TrainingConfig):
 class IdentityConfig(TrainingConfig):
     """A Triarchy or Baseline run (facelib.models.MODELS).
 
-    init: a pretext checkpoint whose backbone initialises the model. val_folds: CFP folds whose FF and FP pairs
-    choose the best epoch (facelib.splits). label_smoothing, center_weight: None takes the model's value
+    init: a checkpoint whose backbone initialises the model: a pretext run, or an identity run such as one
+    pretrained on many synthetic identities (facelib.models.load_backbone_from). val_folds: CFP folds whose FF and
+    FP pairs choose the best epoch (facelib.splits). label_smoothing, center_weight: None takes the model's value
     (MODEL_DEFAULTS); a center_weight of 0 means no center loss at all. center_lr: the centers' own SGD
     (reid-strong-baseline's 0.5). triplet_scale: the embeddings the triplet distances are measured between
     (facelib.losses): "batch" keeps each face's length but divides out the batch's scale, which learnt on CFP

@@ -238,7 +238,7 @@ class IdentityTask:
             num_ids=len(self.identities), head=c.head, image_size=c.image_size, cosine=c.margin != "none"
         )
         if c.init:
-            models.load_backbone_from_pretext(model, c.init)
+            models.load_backbone_from(model, c.init)
         return model, identity_criterion(c, len(self.identities))
 
     def flippable(self, indices):
@@ -415,7 +415,7 @@ def _run(config, out, resume, overwrite, cache_dir, progress):
         if not overwrite:
             _refuse_to_replace(out, files, config.kind)
         if getattr(config, "init", None):
-            models.read_pretext(config.init)  # a wrong --init fails now, not after decoding the images
+            models.read_checkpoint(config.init)  # a wrong --init fails now, not after decoding the images
     runtime = _runtime(config.device)
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from facelib.models import (
     Triarchy,
     count_parameters,
     export_embedder,
-    load_backbone_from_pretext,
+    load_backbone_from,
     load_embedder,
     measure_centre,
 )
@@ -58,21 +58,30 @@ def test_pretext_heads_are_split_from_one_linear_layer():
 def test_pretext_backbone_transfers_to_triarchy(tmp_path):
     pretext = PretextNet({"angle": 9, "expression": 3})
     torch.save({"kind": "pretext", "model": pretext.state_dict(), "config": {"image_size": 32}}, tmp_path / "p.pt")
-    model = load_backbone_from_pretext(Triarchy(num_ids=5), tmp_path / "p.pt")
+    model = load_backbone_from(Triarchy(num_ids=5), tmp_path / "p.pt")
     for name, tensor in pretext.backbone.state_dict().items():
         assert torch.equal(model.embedder.backbone.state_dict()[name], tensor)
     features = load_embedder(tmp_path / "p.pt")
     assert features.image_size == 32 and features(images()).shape == (4, 1280)
 
 
+def test_identity_backbone_transfers_to_another_identity_model(tmp_path):
+    # pretraining on synthetic identities: a Baseline's backbone starts a Triarchy with other identities and head
+    pretrained = Baseline(num_ids=7)
+    torch.save({"kind": "baseline", "model": pretrained.state_dict(), "config": {}}, tmp_path / "id.pt")
+    model = load_backbone_from(Triarchy(num_ids=5, head="gdc", image_size=64), tmp_path / "id.pt")
+    for name, tensor in pretrained.embedder.backbone.state_dict().items():
+        assert torch.equal(model.embedder.backbone.state_dict()[name], tensor)
+
+
 def test_transfer_rejects_mismatched_or_wrong_checkpoints(tmp_path):
     bad = {"backbone.net._conv_stem.weight": torch.zeros(1)}
     torch.save({"kind": "pretext", "model": bad, "config": {"image_size": 32}}, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="bad.pt"):
-        load_backbone_from_pretext(Triarchy(num_ids=5), tmp_path / "bad.pt")
-    torch.save({"kind": "triarchy", "model": {}, "config": {"image_size": 32}}, tmp_path / "id.pt")
-    with pytest.raises(CheckpointError, match="expected a pretext"):
-        load_backbone_from_pretext(Triarchy(num_ids=5), tmp_path / "id.pt")
+        load_backbone_from(Triarchy(num_ids=5), tmp_path / "bad.pt")
+    torch.save({"kind": "classical", "model": {}, "config": {"image_size": 32}}, tmp_path / "peer.pt")
+    with pytest.raises(CheckpointError, match="peer.pt: not a facelib checkpoint"):
+        load_backbone_from(Triarchy(num_ids=5), tmp_path / "peer.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_embedder(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_text("not a checkpoint")
@@ -203,6 +212,6 @@ def test_cosine_classifier_gives_cosines_without_a_logit_batchnorm(kind):
 def test_pretext_backbone_transfers_to_a_gdc_model(tmp_path):
     pretext = PretextNet({"view": 2})
     torch.save({"kind": "pretext", "model": pretext.state_dict(), "config": {"image_size": 64}}, tmp_path / "p.pt")
-    model = load_backbone_from_pretext(Baseline(num_ids=5, head="gdc", image_size=64), tmp_path / "p.pt")
+    model = load_backbone_from(Baseline(num_ids=5, head="gdc", image_size=64), tmp_path / "p.pt")
     for name, tensor in pretext.backbone.state_dict().items():
         assert torch.equal(model.embedder.backbone.state_dict()[name], tensor)

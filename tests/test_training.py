@@ -150,20 +150,25 @@ def test_pretext_then_triarchy_writes_every_run_file(tiny_data, tmp_path):
     assert "epoch 2/2" in (tmp_path / "run" / "train.log").read_text()
 
 
-def test_pretext_backbone_initialises_triarchy(tiny_data, tmp_path, monkeypatch):
-    pretext = pretext_run(tiny_data, tmp_path / "run", epochs=1)
+@pytest.mark.parametrize("init_kind", ["pretext", "baseline"])
+def test_a_pretext_or_identity_backbone_initialises_triarchy(tiny_data, tmp_path, monkeypatch, init_kind):
+    if init_kind == "pretext":
+        init = pretext_run(tiny_data, tmp_path / "init", epochs=1)
+    else:  # pretraining on other identities (benchmarks/cfp.py --pretrain-synthetic)
+        identity_run(tiny_data, tmp_path / "init", model="baseline", epochs=1)
+        init = tmp_path / "init" / "last.pt"
     loaded = {}
-    original = models.load_backbone_from_pretext
+    original = models.load_backbone_from
 
     def spy(model, path):
         original(model, path)
         loaded.update({name: value.clone() for name, value in model.embedder.backbone.state_dict().items()})
         return model
 
-    monkeypatch.setattr(models, "load_backbone_from_pretext", spy)
-    identity_run(tiny_data, tmp_path / "run", init=pretext, epochs=1)
-    backbone = models.backbone_state(weights(pretext), "backbone.")
-    assert loaded and all(torch.equal(loaded[name], value) for name, value in backbone.items())
+    monkeypatch.setattr(models, "load_backbone_from", spy)
+    identity_run(tiny_data, tmp_path / "run", init=init, epochs=1)
+    backbone = models.backbone_state(weights(init), models.BACKBONE_PREFIX[init_kind])
+    assert loaded and backbone and all(torch.equal(loaded[name], value) for name, value in backbone.items())
 
 
 def test_unknown_triplet_scale_stops_before_training(tmp_path):
