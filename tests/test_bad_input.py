@@ -340,10 +340,11 @@ def test_a_same_person_line_in_an_lfw_different_block_is_one_line(tmp_path, caps
     fails_in_one_line(capsys, ["inspect", data], "pairs.txt", "pair 2", "same-person line inside a 'different' block")
 
 
-def test_a_wrong_init_checkpoint_stops_before_any_work(trained_run, tiny_data, tmp_path, capsys):
-    run = tmp_path / "run"
-    model = trained_run / "model.pt"
+def test_a_wrong_init_checkpoint_stops_before_any_work(tiny_data, tmp_path, capsys):
+    # any pretext or identity run may start a network (models.load_backbone_from); another program's weights may not
+    run, foreign = tmp_path / "run", tmp_path / "resnet.pt"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, foreign)
     fails_in_one_line(
-        capsys, ["train", tiny_data, "--out", run, "--init", model], model, "expected a pretext checkpoint"
+        capsys, ["train", tiny_data, "--out", run, "--init", foreign], foreign, "not a facelib checkpoint"
     )
     assert not run.exists()
