@@ -26,7 +26,7 @@ Methods (all scored by cosine similarity of L2-normalised embeddings, every imag
     triarchy-no-pretext   Triarchy from random initialisation
     pretext-features      the pretext backbone's pooled 1280-d features, no identity training
     classical             HOG + PCA + LDA fit on folds 1-8 (facelib.classical), on box crops even with --align
-Without --methods it runs classical, baseline (the best recipe's network) and triarchy (its ablation).
+Without --methods it runs classical, baseline (the recipe's network) and triarchy (its ablation).
 With --pretrain-synthetic N the pretext-initialised networks start instead from a Baseline trained for
 --pretrain-epochs on N generated identities (facelib.synthetic at the input size, nine yaws each; issue 17's
 lever 7); their rows' "synthetic only" variant scores that pretrained network on fold 9 before any CFP training.
@@ -92,13 +92,13 @@ TITLES = {
     "classical": "Classical: HOG + PCA + LDA",
 }
 # The benchmark's budget, as overrides of the training configs (facelib.recipe; the rest keep the recipe's
-# defaults) and the classical peer's face size. The full run is the best recipe of results/cfp.md: faces aligned
-# to their view's landmark template at the challenge's 112 px (each was the largest single lever), about 35 min
-# per network on 2 otherwise idle CPU cores; a short pretext (view + facing is learnt fast) and fewer identity
-# epochs than the recipe's (an epoch covers every training image once; measured costs and longer runs are in
-# results/cfp.md and results/experiments.md). Both runs use PK batches of 16 identities x 4 faces, the identity
-# recipe's, so the pretext shares its batches. lr names the full run's folders (`run_folder`), so finished runs
-# are reused.
+# defaults) and the classical peer's face size. The full run is the 25-epoch recipe of results/cfp.md: faces
+# aligned to their view's landmark template at the challenge's 112 px (each was the largest single lever), 15-35
+# min per network on 2 otherwise idle AVX-512 CPU cores (--epochs 40 scores higher but takes longer); a short
+# pretext (view + facing is learnt fast) and fewer identity epochs than the recipe's (an epoch covers every
+# training image once; measured costs and longer runs are in results/cfp.md and results/experiments.md). Both
+# runs use PK batches of 16 identities x 4 faces, the identity recipe's, so the pretext shares its batches. lr
+# names the full run's folders (`run_folder`), so finished runs are reused.
 FULL = dict(image_size=112, align=True, pretext_epochs=3, epochs=25, batch=(16, 4), lr=1e-3, classical_size=96)
 QUICK = dict(image_size=32, align=True, pretext_epochs=1, epochs=2, batch=(16, 4), lr=None, classical_size=32)
 # The identity-training levers this script passes on; None (not given) keeps the recipe's default.
