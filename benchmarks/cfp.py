@@ -4,8 +4,8 @@ Run by hand (never in CI), from the repository root:
 
     .venv/bin/python benchmarks/cfp.py --quick          # a few minutes: checks the script end to end
     OMP_NUM_THREADS=1 nohup .venv/bin/python benchmarks/cfp.py > benchmarks/runs/cfp.out 2>&1 &   # the full run
-    .venv/bin/python benchmarks/cfp.py --methods baseline --head gdc --seed 1   # one lever, one method, a seed
-    .venv/bin/python benchmarks/cfp.py --methods baseline --image-size 64 --pretrain-synthetic 2000   # lever 7
+    .venv/bin/python benchmarks/cfp.py --methods baseline --pose-aware --seed 1   # one lever, one method, a seed
+    .venv/bin/python benchmarks/cfp.py --methods baseline --pretrain-synthetic 0 --epochs 25   # the earlier recipe
 
 (On a machine shared with other jobs keep OMP_NUM_THREADS=1: two torch threads next to another multi-threaded
 job ran 10-30x slower here, from thread oversubscription.)
@@ -21,15 +21,16 @@ fold-9 faces are the gallery, the 200 profiles the probes. The epoch choice on f
 networks' numbers slightly optimistic; the `last_epoch` variant of each network row shows by how much.
 
 Methods (all scored by cosine similarity of L2-normalised embeddings, every image embedded once):
-    triarchy              pretext on CFP (view + facing) -> Triarchy (the full method)
-    baseline              the same pretext -> Baseline (BatchNorm after the embedding, no center loss)
+    triarchy              a pretrained start (below) -> Triarchy (the full method)
+    baseline              the same start -> Baseline (BatchNorm after the embedding, no center loss)
     triarchy-no-pretext   Triarchy from random initialisation
-    pretext-features      the pretext backbone's pooled 1280-d features, no identity training
+    pretext-features      the CFP pretext backbone's pooled 1280-d features, no identity training
     classical             HOG + PCA + LDA fit on folds 1-8 (facelib.classical), on box crops even with --align
 Without --methods it runs classical, baseline (the recipe's network) and triarchy (its ablation).
-With --pretrain-synthetic N the pretext-initialised networks start instead from a Baseline trained for
---pretrain-epochs on N generated identities (facelib.synthetic at the input size, nine yaws each; issue 17's
-lever 7); their rows' "synthetic only" variant scores that pretrained network on fold 9 before any CFP training.
+The start is a Baseline trained for --pretrain-epochs on --pretrain-synthetic generated identities
+(facelib.synthetic at the input size, nine yaws each; issue 17's lever 7; full: 2,000); those rows' "synthetic
+only" variant scores it on fold 9 before any CFP training. --pretrain-synthetic 0 starts them from the CFP
+pretext (view + facing) instead, as the original starts Triarchy from its pretext.
 
 Files: benchmarks/runs/<tag>/ (git-ignored) holds every training run, named by its settings, so a second
 invocation reuses finished runs and resumes interrupted ones; benchmark.log and the results of --quick
@@ -76,7 +77,7 @@ TRAIN_FOLDS = splits.CFP_TRAIN_FOLDS
 PROTOCOLS = ("FP", "FF")
 THRESHOLD_BLOCKS = 10
 STANDARDISE_SAMPLE = 1024  # training faces whose per-dimension mean and spread the "standardised" variant uses
-NETWORKS = {  # method -> (model kind, initialised from the pretext backbone)
+NETWORKS = {  # method -> (model kind, initialised from the pretrained start: synthetic Baseline or CFP pretext)
     "triarchy": ("triarchy", True),
     "baseline": ("baseline", True),
     "triarchy-no-pretext": ("triarchy", False),
@@ -92,15 +93,35 @@ TITLES = {
     "classical": "Classical: HOG + PCA + LDA",
 }
 # The benchmark's budget, as overrides of the training configs (facelib.recipe; the rest keep the recipe's
-# defaults) and the classical peer's face size. The full run is the 25-epoch recipe of results/cfp.md: faces
-# aligned to their view's landmark template at the challenge's 112 px (each was the largest single lever), 15-35
-# min per network on 2 otherwise idle AVX-512 CPU cores (--epochs 40 scores higher but takes longer); a short
-# pretext (view + facing is learnt fast) and fewer identity epochs than the recipe's (an epoch covers every
-# training image once; measured costs and longer runs are in results/cfp.md and results/experiments.md). Both
-# runs use PK batches of 16 identities x 4 faces, the identity recipe's, so the pretext shares its batches. lr
-# names the full run's folders (`run_folder`), so finished runs are reused.
-FULL = dict(image_size=112, align=True, pretext_epochs=3, epochs=25, batch=(16, 4), lr=1e-3, classical_size=96)
-QUICK = dict(image_size=32, align=True, pretext_epochs=1, epochs=2, batch=(16, 4), lr=None, classical_size=32)
+# defaults) and the classical peer's face size. The full run is the best recipe of results/cfp.md: faces
+# aligned to their view's landmark template at the challenge's 112 px (each was the largest single lever), a
+# start from one epoch on 2,000 synthetic identities, and 40 identity epochs (the nets underfit at 25): about
+# 40 min per network on 2 otherwise idle AVX-512 CPU cores, 5 of them to generate the set once. Without
+# AVX-512 kernels an epoch takes 3-5x longer, and --pretrain-synthetic 0 --epochs 25 comes closest to the hour
+# there. The pretext, where used, is short (view + facing is learnt fast); an epoch covers every training image
+# once (measured costs and longer runs are in results/cfp.md and results/experiments.md). All runs use PK
+# batches of 16 identities x 4 faces, the identity recipe's. lr names the full run's folders (`run_folder`), so
+# finished runs are reused.
+FULL = dict(
+    image_size=112,
+    align=True,
+    pretrain_synthetic=2000,
+    pretext_epochs=3,
+    epochs=40,
+    batch=(16, 4),
+    lr=1e-3,
+    classical_size=96,
+)
+QUICK = dict(
+    image_size=32,
+    align=True,
+    pretrain_synthetic=40,
+    pretext_epochs=1,
+    epochs=2,
+    batch=(16, 4),
+    lr=None,
+    classical_size=32,
+)
 # The identity-training levers this script passes on; None (not given) keeps the recipe's default.
 LEVERS = ("triplet_scale", "centre", "pose_aware", "canonical_facing", "margin", "head")
 
@@ -154,7 +175,7 @@ def parse_args(argv=None):
         type=int,
         metavar="IDENTITIES",
         help="start the networks from a Baseline trained on this many synthetic identities (facelib.synthetic, at "
-        "the input size) instead of the CFP pretext",
+        f"the input size; full: {FULL['pretrain_synthetic']}); 0 starts them from the CFP pretext",
     )
     parser.add_argument(
         "--pretrain-epochs", type=int, default=1, help="epochs of the synthetic pretraining (default: %(default)s)"
