@@ -96,12 +96,13 @@ TITLES = {
 # defaults) and the classical peer's face size. The full run is the best recipe of results/cfp.md: faces
 # aligned to their view's landmark template at the challenge's 112 px (each was the largest single lever), a
 # start from one epoch on 2,000 synthetic identities, and 40 identity epochs (the nets underfit at 25): about
-# 40 min per network on 2 otherwise idle AVX-512 CPU cores, 5 of them to generate the set once. Without
-# AVX-512 kernels an epoch takes 3-5x longer, and --pretrain-synthetic 0 --epochs 25 comes closest to the hour
-# there. The pretext, where used, is short (view + facing is learnt fast); an epoch covers every training image
-# once (measured costs and longer runs are in results/cfp.md and results/experiments.md). All runs use PK
-# batches of 16 identities x 4 faces, the identity recipe's. lr names the full run's folders (`run_folder`), so
-# finished runs are reused.
+# 40 min per network on the 2 otherwise idle cores of the AMD EPYC of 2026-12-05 (AVX-512), 5 of them to
+# generate the set once; an earlier AVX-512 machine took twice as long an epoch. Without AVX-512 kernels an
+# epoch takes 3-5x longer, and --pretrain-synthetic 0 --epochs 25 comes closest to the hour there. The pretext,
+# where used, is short (view + facing is learnt fast); an epoch covers every training image once (measured
+# costs and longer runs are in results/cfp.md and results/experiments.md). All runs use PK batches of 16
+# identities x 4 faces, the identity recipe's. lr names the full run's folders (`run_folder`), so finished
+# runs are reused.
 FULL = dict(
     image_size=112,
     align=True,
@@ -112,16 +113,7 @@ FULL = dict(
     lr=1e-3,
     classical_size=96,
 )
-QUICK = dict(
-    image_size=32,
-    align=True,
-    pretrain_synthetic=40,
-    pretext_epochs=1,
-    epochs=2,
-    batch=(16, 4),
-    lr=None,
-    classical_size=32,
-)
+QUICK = FULL | dict(image_size=32, pretrain_synthetic=40, pretext_epochs=1, epochs=2, lr=None, classical_size=32)
 # The identity-training levers this script passes on; None (not given) keeps the recipe's default.
 LEVERS = ("triplet_scale", "centre", "pose_aware", "canonical_facing", "margin", "head")
 
@@ -286,8 +278,8 @@ def aligned_faces(args):
 
 
 def levers(args):
-    """The identity-training options that differ from today's recipe, as short name -> value: they name the run
-    folder (so runs of different recipes never mix) and the results row."""
+    """The identity-training levers this run sets (alignment and synthetic pretraining included, default or not),
+    as short name -> value: they name the run folder (so runs of different recipes never mix) and the results row."""
     chosen = dict(
         faces=aligned_faces(args),
         pretrain=synthetic_pretraining(args),
@@ -592,9 +584,9 @@ def write_results(args, rows, command, started, started_at):
         f"# CFP fold {HELD_OUT_FOLD} (identities 401-450), trained on folds 1-8",
         "",
         "Each row: one method trained with one recipe and seed (`benchmarks/cfp.py`; its command, date, machine and "
-        "full settings are in cfp.json). Recipe: input size, identity epochs, centring, and every option that "
-        "differs from the script's defaults; the networks start from a 3-epoch pretext (view + facing) unless "
-        "the title names synthetic pretraining, PK batches "
+        "full settings are in cfp.json). Recipe: input size, identity epochs, centring, and every lever it "
+        "trained with (synthetic pretraining included); the networks start from a 3-epoch pretext (view + facing) "
+        "unless the title names synthetic pretraining, PK batches "
         f"16x4, lr 1e-3, triplet scale batch, and the best epoch on fold {HELD_OUT_FOLD}.",
         f"Accuracy: mean ± std over {THRESHOLD_BLOCKS} blocks of fold-{HELD_OUT_FOLD} pairs, each judged at the "
         "threshold best on the other blocks; AUC / EER on all 700 pairs per protocol; retrieval: 500 frontal "
