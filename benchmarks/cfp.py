@@ -63,7 +63,6 @@ from facelib import (
     poses,
     recipe,
     splits,
-    synthetic,
     training,
 )
 from facelib.classical import ClassicalPeer
@@ -252,17 +251,13 @@ def train_pretext(args):
 
 def train_synthetic(args):
     """Lever 7: a Baseline trained on many synthetic identities, each seen from nine yaws, so that its backbone
-    starts from identity features that already span the pose range. The set is the embedded default's generator
-    with more identities, rendered at the input size (box crops: the cartoon faces have no fiducials)."""
-    data = args.runs / f"synthetic-{args.pretrain_synthetic}ids-s{args.image_size}"
-    if not data.is_dir():  # generate() renames a finished set into place, so a folder there is complete
-        log.info("generating %s", data)
-        synthetic.generate(data, identities=args.pretrain_synthetic, size=args.image_size)
+    starts from identity features that already span the pose range (facelib.recipe.synthetic_start: the embedded
+    default's generator with more identities, rendered at the input size, box crops: the cartoon faces have no
+    fiducials)."""
     out = run_folder(args, "synthetic-baseline", args.pretrain_epochs, ids=args.pretrain_synthetic, lr=args.lr)
-    config = IdentityConfig(
-        data,
+    config = recipe.synthetic_start(
+        args.pretrain_synthetic,
         epochs=args.pretrain_epochs,
-        model="baseline",
         image_size=args.image_size,
         batch=tuple(args.batch),
         seed=args.seed,

@@ -26,21 +26,28 @@ NOTEBOOKS = [
 
 # Each profile overrides the training configs (facelib.recipe; whatever it leaves out keeps the config's default):
 # `default` is the README's main job (2 CPU cores, under 15 minutes; tuned in benchmarks/results/synthetic.md),
-# a shorter identity run than the recipe's 40 epochs; `smoke` checks that every cell runs; `cfp` is the 64 px recipe
-# benchmarks/cfp.py measured on real faces (CFP), with landmark alignment, the largest lever it measured at that size
-# (benchmarks/results/cfp.md). `identities`: the size of the profile's own synthetic set.
+# a shorter identity run than the recipe's 40 epochs; `smoke` checks that every cell runs; `cfp` is the best recipe
+# benchmarks/cfp.py measured on real faces (benchmarks/results/cfp.md): the Baseline at 112 px on faces aligned to
+# their view's landmark template, 40 epochs, started from one epoch on 2,000 synthetic identities.
+# `identities`: the size of the profile's own synthetic set; `synthetic_start`: the identities of a synthetic start
+# (recipe.synthetic_start) that 02 trains and 03 starts from instead of the pretext.
 PROFILES = {
     "default": dict(pretext=dict(epochs=4), identity=dict(epochs=20), ablations=False),
     "smoke": dict(
         identities=16,
+        synthetic_start=16,
         pretext=dict(image_size=32, epochs=1, batch=(4, 4)),
         identity=dict(image_size=32, epochs=2, batch=(4, 4)),
         ablations=True,
     ),
     "cfp": dict(
-        pretext=dict(epochs=3, batch=(16, 4), align=True), identity=dict(epochs=25, align=True), ablations=False
+        synthetic_start=2000,
+        pretext=dict(image_size=112, epochs=3, batch=(16, 4), align=True),
+        identity=dict(model="baseline", image_size=112, epochs=40, align=True),
+        ablations=False,
     ),
 }
+SYNTHETIC_START = "synthetic_start"  # the run's sub-folder that holds it
 DATA_RECORD = "data.json"  # in the run folder: which data set its checkpoints were trained on
 # Figures that show faces: refreshed into figures/ only for the generated synthetic faces, never for real data.
 FIGURES_WITH_FACES = {"sample_faces", "one_identity", "retrieval", "error_pairs"}
@@ -59,6 +66,7 @@ class Settings:
     seed: int
     device: str
     ablations: bool
+    synthetic_start: int | None  # identities of the synthetic start 03 starts from; None: the pretext's start
     train_folds: list  # CFP: the folds that train, and those that validate and test (facelib.splits)
     val_folds: list
     test_pairs: dict  # the pairs the notebooks report on, as a `select_pairs` filter (splits.test_selection)
@@ -82,6 +90,53 @@ class Settings:
 
     def exists(self, name):
         return self.path(name).exists()
+
+    @property
+    def model(self):
+        from facelib.recipe import IdentityConfig, default
+
+        return self.identity.get("model", default(IdentityConfig, "model"))
+
+    def train_synthetic_start(self):
+        """Train (or resume) the profile's synthetic start in the run's synthetic_start/ folder, at the identity
+        run's image size and batch; its last checkpoint, or None where the profile has no synthetic start."""
+        if not self.synthetic_start:
+            return None
+        from facelib import recipe, training
+
+        identity = self.identity_config()
+        config = recipe.synthetic_start(
+            self.synthetic_start,
+            image_size=identity.image_size,
+            batch=identity.batch,
+            seed=self.seed,
+            device=self.device,
+        )
+        folder = self.path(SYNTHETIC_START)
+        training.train_identity(config, folder, resume=(folder / "last.pt").exists())
+        return folder / "last.pt"
+
+    def start(self):
+        """The checkpoint whose backbone starts identity training (03): the profile's synthetic start, else the
+        pretext (02), else None (data without pretext labels: from scratch)."""
+        if self.synthetic_start:
+            return self.path(SYNTHETIC_START) / "last.pt"
+        return self.path("pretext.pt") if self.exists("pretext.pt") else None
+
+    def title(self, model, init):
+        """How tables and figures name an identity run: its model and where it started."""
+        if init is None:
+            return f"{model.capitalize()} from scratch"
+        return f"{model.capitalize()} ({'synthetic start' if self.synthetic_start else 'pretext init'})"
+
+    def ablation_runs(self, init):
+        """03's neighbours of the run it trains from `init`: {title: (sub-folder, identity_config overrides)}: the
+        other model from the same start, and the same model from scratch (where the run did not start from it)."""
+        other = "baseline" if self.model == "triarchy" else "triarchy"
+        runs = {self.title(other, init): (other, dict(model=other, init=init))}
+        if init is not None:
+            runs[self.title(self.model, None)] = (f"{self.model}_from_scratch", dict(init=None))
+        return runs
 
     def keep(self, fig, name):
         """Save a figure as PNG in the run's figures/ and return it, so the notebook shows it inline
@@ -171,6 +226,7 @@ def setup(
         seed=seed,
         device=device,
         ablations=preset["ablations"] if ablations is None else ablations,
+        synthetic_start=preset.get("synthetic_start"),
         train_folds=splits.CFP_TRAIN_FOLDS if cfp else None,
         val_folds=val_folds,
         test_pairs=splits.test_selection(layouts.load(data), val_folds),

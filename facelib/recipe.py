@@ -20,7 +20,7 @@ import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from facelib import options
+from facelib import options, synthetic
 from facelib.errors import FacelibError
 from facelib.imagecache import AUGMENTATIONS, Augmentation
 
@@ -217,6 +217,17 @@ class IdentityConfig(TrainingConfig):
         yield "head", _choice("head", self.head, EMBEDDING_HEADS)
         if self.train_folds and self.val_folds and set(self.train_folds) & set(self.val_folds):
             raise FacelibError(f"--train-folds {self.train_folds} and --val-folds {self.val_folds} overlap")
+
+
+def synthetic_start(identities, **overrides):
+    """The config of a synthetic start (issue 17's lever 7, the best CFP recipe of benchmarks/results/cfp.md): a
+    Baseline trained for one epoch on `identities` generated people at the run's image size, each seen from nine
+    yaws, whose backbone then initialises identity training on real faces (IdentityConfig.init). overrides: of
+    that config (image_size, batch, seed, ...). Makes the set if it is missing (facelib.synthetic.pretraining_set)."""
+    size = overrides.get("image_size", default(IdentityConfig, "image_size"))
+    return IdentityConfig(
+        synthetic.pretraining_set(identities, size), **{"model": "baseline", "epochs": 1, **overrides}
+    )
 
 
 def default(config_class, name):

@@ -58,13 +58,43 @@ def test_training_files_and_inference_size(smoke_run):
         "metrics.csv",
         "config.json",
         "train.log",
+        "synthetic_start/last.pt",
         "baseline/model.pt",
         "triarchy_from_scratch/model.pt",
     ]:
         assert (run_dir / name).is_file(), name
+    # the smoke profile has a synthetic start (as cfp has), so 03's Triarchy and its Baseline neighbour start from it
+    for folder in (run_dir, run_dir / "baseline"):
+        assert json.loads((folder / "config.json").read_text())["settings"]["init"] == str(
+            run_dir / "synthetic_start" / "last.pt"
+        )
     assert json.loads((run_dir / "config.json").read_text())["inference_parameters"] == 4_663_420
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2] and metrics["val_accuracy"].between(0, 1).all()
+
+
+def test_each_profile_starts_and_names_its_identity_runs(kface_challenge, tmp_path):
+    """03 starts from the profile's synthetic start, else the pretext 02 made, else from scratch; its tables and
+    figures name the model and start, and its ablations are the other model from the same start and its own from
+    scratch. The cfp profile trains the best CFP recipe (benchmarks/results/cfp.md)."""
+    data, _ = kface_challenge
+    default = setup(data, tmp_path / "default", "default")
+    assert default.start() is None and default.title(default.model, None) == "Triarchy from scratch"
+    (tmp_path / "default" / "pretext.pt").touch()
+    pretext = tmp_path / "default" / "pretext.pt"
+    assert default.start() == pretext and default.title(default.model, pretext) == "Triarchy (pretext init)"
+    assert default.ablation_runs(pretext) == {
+        "Baseline (pretext init)": ("baseline", dict(model="baseline", init=pretext)),
+        "Triarchy from scratch": ("triarchy_from_scratch", dict(init=None)),
+    }
+    assert list(default.ablation_runs(None)) == ["Baseline from scratch"]
+
+    cfp = setup(data, tmp_path / "cfp", "cfp")
+    start = tmp_path / "cfp" / "synthetic_start" / "last.pt"
+    assert cfp.start() == start and cfp.synthetic_start == 2000
+    identity = cfp.identity_config(init=start)
+    assert (identity.model, identity.image_size, identity.epochs, identity.align) == ("baseline", 112, 40, True)
+    assert list(cfp.ablation_runs(start)) == ["Triarchy (synthetic start)", "Baseline from scratch"]
 
 
 def test_metrics_are_written_and_in_range(smoke_run):
@@ -120,8 +150,8 @@ def test_a_failing_cell_names_the_notebook_and_cell(tmp_path):
 
 
 def test_plain_identity_folders_go_through_the_series(smoke_run, tmp_path, monkeypatch):
-    """No pose labels and no pairs: 02 says so and trains no pretext, 03 trains from scratch, 05 scores pairs
-    drawn with the seed."""
+    """No pose labels and no pairs: 02 says so and trains no pretext, 03 starts from the profile's synthetic start
+    (it needs no labels of the data), 05 scores pairs drawn with the seed."""
     _, data, _ = smoke_run
     folders = tmp_path / "my_faces"
     images = layouts.load(data).images
@@ -130,12 +160,14 @@ def test_plain_identity_folders_go_through_the_series(smoke_run, tmp_path, monke
             (folders / str(identity)).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, folders / str(identity) / f"{number}.png")
     monkeypatch.setenv("FACELIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FACELIB_DATA", str(tmp_path / "data"))  # where the synthetic start's set is made
 
     run_dir = run_series(profile="smoke", data=folders, out=tmp_path / "run")
 
     pretext_notebook = (run_dir / "02_pretext_training.ipynb").read_text()
     assert "no pretext labels" in pretext_notebook and not (run_dir / "pretext.pt").exists()
-    assert json.loads((run_dir / "config.json").read_text())["settings"]["init"] is None
+    init = json.loads((run_dir / "config.json").read_text())["settings"]["init"]
+    assert init == str(run_dir / "synthetic_start" / "last.pt")
     result = json.loads((run_dir / "test_metrics.json").read_text())
     assert result["threshold_source"] == "10-fold protocol" and 0 <= result["accuracy"] <= 1
     assert result["pairs"] == 240  # 8 identities x 15 same-person pairs each, as many different-person pairs

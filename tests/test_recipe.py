@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from facelib import losses, models, recipe
+from facelib import layouts, losses, models, recipe
 from facelib.recipe import IdentityConfig, PretextConfig, RecipeError
 
 
@@ -56,6 +56,20 @@ def test_per_model_defaults_come_from_one_table(tmp_path):
     # a copy with the other model takes that model's defaults; a value that was set stays
     assert dataclasses.replace(triarchy, model="baseline").resolved("label_smoothing") == 0.0
     assert IdentityConfig(tmp_path, model="baseline", label_smoothing=0.2).resolved("label_smoothing") == 0.2
+
+
+def test_a_synthetic_start_is_a_one_epoch_baseline_on_a_set_made_once(tmp_path, monkeypatch):
+    """Issue 17's lever 7: the set is rendered at the run's size beside the default set, and reused after."""
+    monkeypatch.setenv("FACELIB_DATA", str(tmp_path))
+    config = recipe.synthetic_start(6, image_size=32, batch=(2, 4), seed=3)
+    data = tmp_path / "synthetic-6ids-s32"
+    assert (config.model, config.epochs, config.image_size, config.batch, config.seed) == ("baseline", 1, 32, (2, 4), 3)
+    assert config.data_root == str(data)
+    images = layouts.load(data).images
+    assert images["identity"].nunique() == 6 and layouts.image_sizes(images, sample=5, seed=0)["width"].eq(32).all()
+    made = (data / "synthetic.json").stat().st_mtime_ns
+    assert recipe.synthetic_start(6, image_size=32, epochs=2).epochs == 2
+    assert (data / "synthetic.json").stat().st_mtime_ns == made
 
 
 def test_the_recipe_names_what_the_registries_build():
