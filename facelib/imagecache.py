@@ -17,6 +17,7 @@ import hashlib
 import math
 import os
 import re
+import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from facelib.io_utils import atomic_write_text
 
 CACHE_FORMAT = 2  # bump when the decoding changes, so old cache files are not reused
 CHUNK_IMAGES = 4096  # faces decoded between two resume points (at 112 px, 150 MB)
+DISK_HEADROOM = 2**30  # left free beside a new cache file, for the checkpoints and logs of the run that decodes it
 
 # the only files pruning may delete: what load_images, facelib.evaluation and facelib.export write, by exact name
 CACHE_FILE = re.compile(
@@ -177,6 +179,7 @@ def load_images(images, size, cache_dir=None, progress=True, align=False):
         touch(cache_file)
         return cached
     limit = cache_limit_bytes()  # a bad setting fails before the decoding, not after
+    _check_room(cache_file, shape)
     _decode_into(cache_file, _faces_to_decode(images, align), size, progress)
     if cache_file.stat().st_size > limit:
         warnings.warn(
@@ -200,6 +203,22 @@ def _open_faces(path, shape):
     return torch.from_numpy(faces)
 
 
+def _check_room(cache_file, shape):
+    """Fail before decoding when the cache's disk cannot hold the faces and DISK_HEADROOM: a full disk would
+    otherwise end the run later, at a memory-mapped write or at its next checkpoint, with an unclear error."""
+    partial = cache_file.with_name(f"{cache_file.name}.partial")
+    allocated = partial.stat().st_blocks * 512 if partial.exists() else 0  # an interrupted decoding's share
+    needed = math.prod(shape) + DISK_HEADROOM - allocated
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache_file.parent).free
+    if free < needed:
+        raise FacelibError(
+            f"{cache_file.parent}: decoding {shape[0]} faces at {shape[-1]} px needs {needed / 2**30:.1f} GiB free "
+            f"(the faces and {DISK_HEADROOM / 2**30:.0f} GiB for the run), the disk has {free / 2**30:.1f} GiB; "
+            "free some space or point $FACELIB_CACHE at another disk"
+        )
+
+
 def _decode_into(cache_file, jobs, size, progress):
     """Decode the faces of `jobs` (_Face) into `cache_file`, CHUNK_IMAGES at a time into a memory-mapped
     CACHE.partial, whose count of finished faces (CACHE.done) lets an interrupted run resume; renamed into place
@@ -208,7 +227,6 @@ def _decode_into(cache_file, jobs, size, progress):
     partial, done_file = (cache_file.with_name(f"{cache_file.name}.{suffix}") for suffix in ("partial", "done"))
     faces, done = _resume(partial, done_file, shape)
     if faces is None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         faces, done = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape), 0
     bar = tqdm(total=len(jobs), initial=done, desc=f"decoding {size}px faces", unit="img", disable=not progress)
     # Decoding and resizing release the GIL, so threads decode in parallel without process start-up costs.

@@ -1,5 +1,6 @@
 import os
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -120,6 +121,21 @@ def test_an_interrupted_decoding_resumes_after_the_last_finished_chunk(table, tm
     assert calls == [table["path"][2]]  # only the face that was not finished
     assert torch.equal(faces, expected)
     assert [f.suffix for f in cache.iterdir()] == [".npy"]  # nothing partial left
+
+
+def test_a_disk_without_room_for_the_faces_fails_before_decoding(table, tmp_path, monkeypatch):
+    faces_bytes = len(table) * 3 * 16 * 16
+    room = faces_bytes + imagecache.DISK_HEADROOM
+
+    def disk_with(free):
+        monkeypatch.setattr(imagecache.shutil, "disk_usage", lambda path: SimpleNamespace(free=free))
+
+    disk_with(room - 1)
+    with pytest.raises(FacelibError, match=r"cache.*: decoding 3 faces at 16 px needs .* GiB free"):
+        load_images(table, 16, cache_dir=tmp_path / "cache", progress=False)
+    assert not list((tmp_path / "cache").iterdir())  # nothing started
+    disk_with(room)
+    assert load_images(table, 16, cache_dir=tmp_path / "cache", progress=False).shape == (3, 3, 16, 16)
 
 
 def test_missing_or_corrupt_images_name_the_file(table, tmp_path):
