@@ -38,6 +38,7 @@ runs go there too. A full run writes benchmarks/results/cfp.json (one row per me
 """
 
 import argparse
+import functools
 import json
 import logging
 import operator
@@ -220,14 +221,15 @@ def completed_epochs(checkpoint_path):
     return models.read_checkpoint(checkpoint_path)["epoch"] if checkpoint_path.is_file() else 0
 
 
-def train(trainer, config, out, checkpoint_name):
-    """Reuse a finished run, resume an interrupted one, else start it."""
+def train(trainer, make_config, epochs, out, checkpoint_name):
+    """Reuse a finished run, resume an interrupted one, else start it. make_config is called only to train, so a
+    finished run needs nothing its config would make (the synthetic start's set)."""
     done = completed_epochs(out / checkpoint_name)
-    if done >= config.epochs:
+    if done >= epochs:
         log.info("reusing %s (%d epochs done)", out, done)
     else:
-        log.info("%s %s (%d of %d epochs done)", "resuming" if done else "training", out, done, config.epochs)
-        trainer(config, out, resume=done > 0)
+        log.info("%s %s (%d of %d epochs done)", "resuming" if done else "training", out, done, epochs)
+        trainer(make_config(), out, resume=done > 0)
     return out / checkpoint_name
 
 
@@ -245,8 +247,8 @@ def shared_overrides(args):
 
 def train_pretext(args):
     out = run_folder(args, "pretext", args.pretext_epochs, faces=aligned_faces(args))
-    config = PretextConfig(args.data, epochs=args.pretext_epochs, **shared_overrides(args))
-    return train(training.train_pretext, config, out, "pretext.pt")
+    config = functools.partial(PretextConfig, args.data, epochs=args.pretext_epochs, **shared_overrides(args))
+    return train(training.train_pretext, config, args.pretext_epochs, out, "pretext.pt")
 
 
 def train_synthetic(args):
@@ -255,7 +257,8 @@ def train_synthetic(args):
     default's generator with more identities, rendered at the input size, box crops: the cartoon faces have no
     fiducials)."""
     out = run_folder(args, "synthetic-baseline", args.pretrain_epochs, ids=args.pretrain_synthetic, lr=args.lr)
-    config = recipe.synthetic_start(
+    config = functools.partial(
+        recipe.synthetic_start,
         args.pretrain_synthetic,
         epochs=args.pretrain_epochs,
         image_size=args.image_size,
@@ -264,7 +267,7 @@ def train_synthetic(args):
         device=args.device,
         **({"lr": args.lr} if args.lr else {}),
     )
-    return train(training.train_identity, config, out, "last.pt")
+    return train(training.train_identity, config, args.pretrain_epochs, out, "last.pt")
 
 
 def aligned_faces(args):
@@ -323,7 +326,8 @@ def train_network(args, method, init):
     )  # raw, uncentred runs keep their old names
     # the center-loss weight is Triarchy's lever: the Baseline has no center loss (recipe.MODEL_DEFAULTS)
     optional = ("lr", "weight_decay", "label_smoothing") + (("center_weight",) if kind == "triarchy" else ())
-    config = IdentityConfig(
+    config = functools.partial(
+        IdentityConfig,
         args.data,
         epochs=args.epochs,
         model=kind,
@@ -334,7 +338,7 @@ def train_network(args, method, init):
         **{name: getattr(args, name) for name in LEVERS},
         **{name: getattr(args, name) for name in optional if getattr(args, name) is not None},
     )
-    train(training.train_identity, config, out, "last.pt")
+    train(training.train_identity, config, args.epochs, out, "last.pt")
     return out
 
 
