@@ -558,6 +558,8 @@ def _fit(task_class, config, files, checkpoint, runtime, cache_dir, progress):
     task = task_class(config, images)
     if checkpoint is not None:
         _check_same_data(checkpoint, images, task, data.root, files["checkpoint"])
+        if checkpoint["epoch"] >= config.epochs:  # finished (the notebooks resume every run): nothing to decode
+            return files.get("best", files["checkpoint"])
     size, align = config.image_size, config.align
     faces = _load_faces(runtime, images, size, align, cache_dir, progress)
     # only rank 0 validates (and picks the best epoch); the other ranks wait for it at the end of the epoch

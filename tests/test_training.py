@@ -205,6 +205,12 @@ def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monke
     assert all(torch.equal(a["model"][name], b["model"][name]) for name in a["model"])
     assert torch.equal(a["criterion"]["center_loss.centers"], b["criterion"]["center_loss.centers"])
     assert pd.read_csv(tmp_path / "resumed" / "metrics.csv")["epoch"].tolist() == [1, 2]
+    # resuming the finished run returns its model without decoding a face
+    monkeypatch.setattr(training, "load_images", lambda *args, **kwargs: pytest.fail("a finished run decoded faces"))
+    assert (
+        identity_run(tiny_data, tmp_path / "resumed", epochs=2, seed=3, resume=True)
+        == tmp_path / "resumed" / "model.pt"
+    )
 
 
 def test_a_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
