@@ -94,8 +94,9 @@ TITLES = {
 }
 # The benchmark's budget, as overrides of the training configs (facelib.recipe; the rest keep the recipe's
 # defaults) and the classical peer's face size. The full run is the best recipe of results/cfp.md: faces
-# aligned to their view's landmark template at the challenge's 112 px (each was the largest single lever), a
-# start from one epoch on 2,000 synthetic identities, and 40 identity epochs (the nets underfit at 25): about
+# aligned to their view's landmark template at the challenge's 112 px (each was the largest single lever; 128
+# px tied at a third more minutes), a start from one epoch on 2,000 synthetic identities, and 40 identity epochs
+# (the nets underfit at 25): about
 # 40 min per network on the 2 otherwise idle cores of the AMD EPYC of 2026-12-05 (AVX-512), 5 of them to
 # generate the set once; an earlier AVX-512 machine took twice as long an epoch. Without AVX-512 kernels an
 # epoch takes 3-5x longer, and --pretrain-synthetic 0 --epochs 25 comes closest to the hour there. The pretext,

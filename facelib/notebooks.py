@@ -102,8 +102,13 @@ class Settings:
         run's image size and batch; its last checkpoint, or None where the profile has no synthetic start."""
         if not self.synthetic_start:
             return None
-        from facelib import recipe, training
+        from facelib import models, recipe, training
 
+        last = self.path(SYNTHETIC_START) / "last.pt"
+        if last.is_file():
+            checkpoint = models.read_checkpoint(last)
+            if checkpoint["epoch"] >= checkpoint["config"]["settings"]["epochs"]:
+                return last  # finished: its config would make the set again if it was deleted since
         identity = self.identity_config()
         config = recipe.synthetic_start(
             self.synthetic_start,
@@ -112,9 +117,8 @@ class Settings:
             seed=self.seed,
             device=self.device,
         )
-        folder = self.path(SYNTHETIC_START)
-        training.train_identity(config, folder, resume=(folder / "last.pt").exists())
-        return folder / "last.pt"
+        training.train_identity(config, last.parent, resume=last.exists())
+        return last
 
     def start(self):
         """The checkpoint whose backbone starts identity training (03): the profile's synthetic start, else the

@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from facelib import layouts
+from facelib import layouts, synthetic
 from facelib.errors import FacelibError
 from facelib.notebooks import FIGURES_WITH_FACES, NOTEBOOKS, refresh_reference_figures, run_series, setup
 
@@ -95,6 +95,22 @@ def test_each_profile_starts_and_names_its_identity_runs(kface_challenge, tmp_pa
     identity = cfp.identity_config(init=start)
     assert (identity.model, identity.image_size, identity.epochs, identity.align) == ("baseline", 112, 40, True)
     assert list(cfp.ablation_runs(start)) == ["Triarchy (synthetic start)", "Baseline from scratch"]
+
+
+def test_a_finished_synthetic_start_is_reused_without_making_its_set(smoke_run, tmp_path, monkeypatch):
+    """Re-running 02 after the synthetic start's set was deleted returns the finished start; it makes nothing."""
+    run_dir, data, _ = smoke_run
+    start = tmp_path / "run" / "synthetic_start" / "last.pt"
+    start.parent.mkdir(parents=True)
+    shutil.copy(run_dir / "synthetic_start" / "last.pt", start)
+    before = start.stat().st_mtime_ns
+
+    def set_deleted(*args, **kwargs):
+        raise AssertionError("the synthetic set was made again")
+
+    monkeypatch.setattr(synthetic, "pretraining_set", set_deleted)
+    assert setup(data, tmp_path / "run", "smoke").train_synthetic_start() == start
+    assert start.stat().st_mtime_ns == before
 
 
 def test_metrics_are_written_and_in_range(smoke_run):
