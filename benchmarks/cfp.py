@@ -96,14 +96,13 @@ TITLES = {
 # defaults) and the classical peer's face size. The full run is the best recipe of results/cfp.md: faces
 # aligned to their view's landmark template at the challenge's 112 px (each was the largest single lever; 128
 # px tied at a third more minutes), a start from one epoch on 2,000 synthetic identities, and 40 identity epochs
-# (the nets underfit at 25): about
-# 40 min per network on the 2 otherwise idle cores of the AMD EPYC of 2026-12-05 (AVX-512), 5 of them to
-# generate the set once; an earlier AVX-512 machine took twice as long an epoch. Without AVX-512 kernels an
-# epoch takes 3-5x longer, and --pretrain-synthetic 0 --epochs 25 comes closest to the hour there. The pretext,
-# where used, is short (view + facing is learnt fast); an epoch covers every training image once (measured
-# costs and longer runs are in results/cfp.md and results/experiments.md). All runs use PK batches of 16
-# identities x 4 faces, the identity recipe's. lr names the full run's folders (`run_folder`), so finished
-# runs are reused.
+# (the nets underfit at 25): about 40 min per network on the 2 otherwise idle cores of the AMD EPYC of
+# 2026-12-05 (AVX-512), 5 of them to generate the set once; an earlier AVX-512 machine took twice as long an
+# epoch. Without AVX-512 kernels an epoch takes 3-5x longer, and --pretrain-synthetic 0 --epochs 25 comes
+# closest to the hour there. The pretext, where used, is short (view + facing is learnt fast); an epoch covers
+# every training image once (measured costs and longer runs are in results/cfp.md and results/experiments.md).
+# All runs use PK batches of 16 identities x 4 faces, the identity recipe's. lr names the full run's folders
+# (`run_folder`), so finished runs are reused.
 FULL = dict(
     image_size=112,
     align=True,
