@@ -104,19 +104,18 @@ class Settings:
             return None
         from facelib import models, recipe, training
 
+        identity = self.identity_config()
+        asked = dict(image_size=identity.image_size, batch=identity.batch, seed=self.seed)
         last = self.path(SYNTHETIC_START) / "last.pt"
         if last.is_file():
             checkpoint = models.read_checkpoint(last)
-            if checkpoint["epoch"] >= checkpoint["config"]["settings"]["epochs"]:
-                return last  # finished: its config would make the set again if it was deleted since
-        identity = self.identity_config()
-        config = recipe.synthetic_start(
-            self.synthetic_start,
-            image_size=identity.image_size,
-            batch=identity.batch,
-            seed=self.seed,
-            device=self.device,
-        )
+            stored = checkpoint["config"]["settings"]
+            as_asked = {name: stored[name] for name in asked} == {**asked, "batch": list(identity.batch)}  # JSON
+            # a finished start as asked is returned before its config would make the set again (if deleted since);
+            # one trained otherwise goes on to training's resume, which warns about each setting that differs
+            if as_asked and checkpoint["epoch"] >= stored["epochs"]:
+                return last
+        config = recipe.synthetic_start(self.synthetic_start, **asked, device=self.device)
         training.train_identity(config, last.parent, resume=last.exists())
         return last
 

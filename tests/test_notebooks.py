@@ -111,6 +111,9 @@ def test_a_finished_synthetic_start_is_reused_without_making_its_set(smoke_run, 
     monkeypatch.setattr(synthetic, "pretraining_set", set_deleted)
     assert setup(data, tmp_path / "run", "smoke").train_synthetic_start() == start
     assert start.stat().st_mtime_ns == before
+    # a start trained at another size is not the one asked for: training's resume decides (and warns)
+    with pytest.raises(AssertionError, match="made again"):
+        setup(data, tmp_path / "run", "smoke", image_size=40).train_synthetic_start()
 
 
 def test_metrics_are_written_and_in_range(smoke_run):
