@@ -110,7 +110,8 @@ class Settings:
         if last.is_file():
             checkpoint = models.read_checkpoint(last)
             stored = checkpoint["config"]["settings"]
-            as_asked = {name: stored[name] for name in asked} == {**asked, "batch": list(identity.batch)}  # JSON
+            # the checkpoint stores the batch as a JSON list
+            as_asked = {name: stored[name] for name in asked} == {**asked, "batch": list(identity.batch)}
             # a finished start as asked is returned before its config would make the set again (if deleted since);
             # one trained otherwise goes on to training's resume, which warns about each setting that differs
             if as_asked and checkpoint["epoch"] >= stored["epochs"]:
