@@ -30,7 +30,8 @@ Without --methods it runs classical, baseline (the recipe's network) and triarch
 The start is a Baseline trained for --pretrain-epochs on --pretrain-synthetic generated identities
 (facelib.synthetic at the input size, nine yaws each; issue 17's lever 7; full: 2,000); those rows' "synthetic
 only" variant scores it on fold 9 before any CFP training. --pretrain-synthetic 0 starts them from the CFP
-pretext (view + facing) instead, as the original starts Triarchy from its pretext.
+pretext (view + facing) instead, as the original starts Triarchy from its pretext; --pretrain-after-pretext
+chains the two: the synthetic pretraining begins from the CFP pretext's backbone.
 
 Files: benchmarks/runs/<tag>/ (git-ignored) holds every training run, named by its settings, so a second
 invocation reuses finished runs and resumes interrupted ones; benchmark.log and the results of --quick
@@ -172,6 +173,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--pretrain-epochs", type=int, default=1, help="epochs of the synthetic pretraining (default: %(default)s)"
     )
+    parser.add_argument(
+        "--pretrain-after-pretext",
+        action="store_true",
+        help="begin the synthetic pretraining from the CFP pretext's backbone (real faces' view and facing) "
+        "instead of random weights",
+    )
     parser.add_argument("--augment", default="default", help="augmentation recipe (facelib.imagecache.AUGMENTATIONS)")
     parser.add_argument("--weight-decay", type=float, help="identity training weight decay (default: the recipe's)")
     parser.add_argument("--label-smoothing", type=float, help="default: the model's (recipe.MODEL_DEFAULTS)")
@@ -251,15 +258,23 @@ def train_pretext(args):
     return train(training.train_pretext, config, args.pretext_epochs, out, "pretext.pt")
 
 
-def train_synthetic(args):
+def train_synthetic(args, pretext):
     """Lever 7: a Baseline trained on many synthetic identities, each seen from nine yaws, so that its backbone
     starts from identity features that already span the pose range (facelib.recipe.synthetic_start: the embedded
     default's generator with more identities, rendered at the input size, box crops: the cartoon faces have no
-    fiducials)."""
-    out = run_folder(args, "synthetic-baseline", args.pretrain_epochs, ids=args.pretrain_synthetic, lr=args.lr)
+    fiducials). pretext: the CFP pretext checkpoint it begins from, or None for random weights."""
+    out = run_folder(
+        args,
+        "synthetic-baseline",
+        args.pretrain_epochs,
+        ids=args.pretrain_synthetic,
+        lr=args.lr,
+        init=f"pretext{args.pretext_epochs}" if pretext else None,
+    )
     config = functools.partial(
         recipe.synthetic_start,
         args.pretrain_synthetic,
+        init=pretext,
         epochs=args.pretrain_epochs,
         image_size=args.image_size,
         batch=tuple(args.batch),
@@ -297,7 +312,8 @@ def synthetic_pretraining(args):
     """The synthetic pretraining lever's name part: identities, and its epochs where not the one it defaults to."""
     if not args.pretrain_synthetic:
         return None
-    return f"synthetic{args.pretrain_synthetic}" + (f"e{args.pretrain_epochs}" if args.pretrain_epochs != 1 else "")
+    epochs = f"e{args.pretrain_epochs}" if args.pretrain_epochs != 1 else ""
+    return f"synthetic{args.pretrain_synthetic}{epochs}" + ("-after-pretext" if args.pretrain_after_pretext else "")
 
 
 def recipe_name(args):
@@ -538,9 +554,14 @@ def main(argv=None):
     train_images = splits.training_images(data, TRAIN_FOLDS, [HELD_OUT_FOLD])
     train_sample = train_images.sample(n=min(STANDARDISE_SAMPLE, len(train_images)), random_state=0)
     needs_init = any(NETWORKS.get(m, (None, False))[1] for m in args.methods)
-    needs_pretext = "pretext-features" in args.methods or (needs_init and not args.pretrain_synthetic)
+    needs_pretext = "pretext-features" in args.methods or (
+        needs_init and (not args.pretrain_synthetic or args.pretrain_after_pretext)
+    )
     pretext = train_pretext(args) if needs_pretext else None
-    init = train_synthetic(args) if needs_init and args.pretrain_synthetic else pretext
+    if needs_init and args.pretrain_synthetic:
+        init = train_synthetic(args, pretext if args.pretrain_after_pretext else None)
+    else:
+        init = pretext
 
     rows = []
     for method in tqdm(args.methods, desc="methods", unit="method"):
@@ -553,7 +574,10 @@ def main(argv=None):
         recipe = f"{args.classical_size}px" if method == "classical" else recipe_name(args)
         title = TITLES[method]
         if starts_synthetic(args, method):
-            title = title.replace("CFP pretext", f"{args.pretrain_synthetic} synthetic identities")
+            synthetic = f"{args.pretrain_synthetic} synthetic identities"
+            title = title.replace(
+                "CFP pretext", f"CFP pretext, then {synthetic}" if args.pretrain_after_pretext else synthetic
+            )
         rows.append({"recipe": recipe, "method": method, "seed": args.seed, "title": title, **row})
         log.info(
             "%s: FP %.3f (AUC %.3f) FF %.3f (AUC %.3f) rank-1 %s",
