@@ -199,6 +199,8 @@ def parse_args(argv=None):
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.pretrain_after_pretext and not args.pretrain_synthetic:
+        parser.error("--pretrain-after-pretext needs a synthetic pretraining (--pretrain-synthetic above 0)")
     for name in LEVERS:  # shown in run names and results as the values they train with
         if getattr(args, name) is None:
             setattr(args, name, recipe.default(IdentityConfig, name))
