@@ -31,7 +31,8 @@ The start is a Baseline trained for --pretrain-epochs on --pretrain-synthetic ge
 (facelib.synthetic at the input size, nine yaws each; issue 17's lever 7; full: 2,000); those rows' "synthetic
 only" variant scores it on fold 9 before any CFP training. --pretrain-synthetic 0 starts them from the CFP
 pretext (view + facing) instead, as the original starts Triarchy from its pretext; --pretrain-after-pretext
-chains the two: the synthetic pretraining begins from the CFP pretext's backbone.
+chains the two: the synthetic pretraining begins from the CFP pretext's backbone. --pretrain-style photo draws the
+same synthetic people as photographs (no outlines, skin texture and shine, defocus and noise) instead of cartoons.
 
 Files: benchmarks/runs/<tag>/ (git-ignored) holds every training run, named by its settings, so a second
 invocation reuses finished runs and resumes interrupted ones; benchmark.log and the results of --quick
@@ -65,6 +66,7 @@ from facelib import (
     poses,
     recipe,
     splits,
+    synthetic,
     training,
 )
 from facelib.classical import ClassicalPeer
@@ -179,6 +181,12 @@ def parse_args(argv=None):
         help="begin the synthetic pretraining from the CFP pretext's backbone (real faces' view and facing) "
         "instead of random weights",
     )
+    parser.add_argument(
+        "--pretrain-style",
+        choices=synthetic.STYLES,
+        default="cartoon",
+        help="how the synthetic identities are drawn (facelib.synthetic.STYLES; default: %(default)s)",
+    )
     parser.add_argument("--augment", default="default", help="augmentation recipe (facelib.imagecache.AUGMENTATIONS)")
     parser.add_argument("--weight-decay", type=float, help="identity training weight decay (default: the recipe's)")
     parser.add_argument("--label-smoothing", type=float, help="default: the model's (recipe.MODEL_DEFAULTS)")
@@ -199,8 +207,9 @@ def parse_args(argv=None):
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.pretrain_after_pretext and not args.pretrain_synthetic:
-        parser.error("--pretrain-after-pretext needs a synthetic pretraining (--pretrain-synthetic above 0)")
+    for option, given in [("after-pretext", args.pretrain_after_pretext), ("style", args.pretrain_style != "cartoon")]:
+        if given and not args.pretrain_synthetic:
+            parser.error(f"--pretrain-{option} needs a synthetic pretraining (--pretrain-synthetic above 0)")
     for name in LEVERS:  # shown in run names and results as the values they train with
         if getattr(args, name) is None:
             setattr(args, name, recipe.default(IdentityConfig, name))
@@ -272,10 +281,12 @@ def train_synthetic(args, pretext):
         ids=args.pretrain_synthetic,
         lr=args.lr,
         init=f"pretext{args.pretext_epochs}" if pretext else None,
+        style=None if args.pretrain_style == "cartoon" else args.pretrain_style,
     )
     config = functools.partial(
         recipe.synthetic_start,
         args.pretrain_synthetic,
+        args.pretrain_style,
         init=pretext,
         epochs=args.pretrain_epochs,
         image_size=args.image_size,
@@ -311,11 +322,13 @@ def levers(args):
 
 
 def synthetic_pretraining(args):
-    """The synthetic pretraining lever's name part: identities, and its epochs where not the one it defaults to."""
+    """The synthetic pretraining lever's name part: identities, and its epochs and style where not the defaults."""
     if not args.pretrain_synthetic:
         return None
     epochs = f"e{args.pretrain_epochs}" if args.pretrain_epochs != 1 else ""
-    return f"synthetic{args.pretrain_synthetic}{epochs}" + ("-after-pretext" if args.pretrain_after_pretext else "")
+    style = "" if args.pretrain_style == "cartoon" else f"-{args.pretrain_style}"
+    after = "-after-pretext" if args.pretrain_after_pretext else ""
+    return f"synthetic{args.pretrain_synthetic}{epochs}{style}{after}"
 
 
 def recipe_name(args):
@@ -576,10 +589,9 @@ def main(argv=None):
         recipe = f"{args.classical_size}px" if method == "classical" else recipe_name(args)
         title = TITLES[method]
         if starts_synthetic(args, method):
-            synthetic = f"{args.pretrain_synthetic} synthetic identities"
-            title = title.replace(
-                "CFP pretext", f"CFP pretext, then {synthetic}" if args.pretrain_after_pretext else synthetic
-            )
+            style = "" if args.pretrain_style == "cartoon" else f"{args.pretrain_style}-style "
+            start = f"{args.pretrain_synthetic} {style}synthetic identities"
+            title = title.replace("CFP pretext", f"CFP pretext, then {start}" if args.pretrain_after_pretext else start)
         rows.append({"recipe": recipe, "method": method, "seed": args.seed, "title": title, **row})
         log.info(
             "%s: FP %.3f (AUC %.3f) FF %.3f (AUC %.3f) rank-1 %s",

@@ -40,7 +40,7 @@ def cmd_inspect(args):
 def cmd_synth(args):
     from facelib import synthetic
 
-    path = synthetic.generate(args.out, identities=args.identities, seed=args.seed, size=args.size)
+    path = synthetic.generate(args.out, identities=args.identities, seed=args.seed, size=args.size, style=args.style)
     print(f"wrote synthetic K-Face layout to {path}")
 
 
@@ -253,6 +253,12 @@ def build_parser():
     p.add_argument("--identities", type=options.cli_type(options.identities), default=100)
     p.add_argument("--seed", type=options.cli_type(options.seed), default=0)
     p.add_argument("--size", type=options.cli_type(options.synthetic_size), default=112, help="image size in pixels")
+    p.add_argument(
+        "--style",
+        type=options.cli_type(options.synthetic_style),
+        default="cartoon",
+        help="cartoon (the default set's look) or photo (no outlines, textured skin, shine, blur and noise)",
+    )
     p.set_defaults(handler=cmd_synth)
 
     p = commands.add_parser("pretext", help="train the pretext model (camera angle + expression)")

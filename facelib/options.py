@@ -74,6 +74,15 @@ def identities(value):
     return whole_number("--identities", value, 6, MAX_IDENTITIES)
 
 
+SYNTHETIC_STYLES = ("cartoon", "photo")  # facelib.synthetic's looks; kept here so the command line needs no numpy
+
+
+def synthetic_style(value):
+    if value not in SYNTHETIC_STYLES:
+        raise _expected("--style", f"one of {', '.join(SYNTHETIC_STYLES)}", value)
+    return value
+
+
 def seed(value):
     return whole_number("--seed", value, 0, MAX_SEED)
 

@@ -219,14 +219,15 @@ class IdentityConfig(TrainingConfig):
             raise FacelibError(f"--train-folds {self.train_folds} and --val-folds {self.val_folds} overlap")
 
 
-def synthetic_start(identities, **overrides):
+def synthetic_start(identities, style="cartoon", **overrides):
     """The config of a synthetic start (issue 17's lever 7, the best CFP recipe of benchmarks/results/cfp.md): a
     Baseline trained for one epoch on `identities` generated people at the run's image size, each seen from nine
-    yaws, whose backbone then initialises identity training on real faces (IdentityConfig.init). overrides: of
-    that config (image_size, batch, seed, ...). Makes the set if it is missing (facelib.synthetic.pretraining_set)."""
+    yaws, whose backbone then initialises identity training on real faces (IdentityConfig.init). style: the
+    generator's (facelib.synthetic.STYLES). overrides: of that config (image_size, batch, seed, ...). Makes the set
+    if it is missing (facelib.synthetic.pretraining_set)."""
     size = overrides.get("image_size", default(IdentityConfig, "image_size"))
     return IdentityConfig(
-        synthetic.pretraining_set(identities, size), **{"model": "baseline", "epochs": 1, **overrides}
+        synthetic.pretraining_set(identities, size, style), **{"model": "baseline", "epochs": 1, **overrides}
     )
 
 

@@ -7,6 +7,10 @@ light directions and puts it in front of a random background. So the identity cu
 eye colour, feature geometry) stay fixed while pose, light, expression and background change, and a model has
 to recognise a person from the side that it has seen from the front.
 
+The photo style (`generate(style="photo")`, `facelib synth --style photo`) renders the same people, views and
+splits without the cartoon's ink outlines, with natural hair colours, faintly mottled and shiny skin, and a little
+defocus and sensor noise per image: a step towards real photographs for pretraining (benchmarks/cfp.py).
+
 Layout written by `generate`, the K-Face challenge's files as shipped, so the default takes the real data's path:
     train/train_meta.csv       file_name, face_id, cam_angle (front: C4-C6, |yaw| <= 22.5; side: the other six,
                                so 1 front image to 2 side images, the challenge's proportion)
@@ -31,6 +35,7 @@ skin, head shape and face geometry stay fixed across pose, so a small CNN traine
 identities learns to verify them (the measured runs: benchmarks/results/synthetic.md).
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -42,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from facelib import options
 from facelib.errors import FacelibError
@@ -61,6 +66,11 @@ LAYOUT = 2  # synthetic.json's layout version; 1: the extra train_meta columns, 
 EVAL_FRACTION = 0.15  # of the identities, each for validate and for test
 JPEG_QUALITY = 92
 SUPERSAMPLE = 2  # rays per pixel along each axis: smooth edges without a blur
+# "cartoon": the default set's look. "photo" (issue 17, lever 7's realism): what a photograph has and a cartoon
+# lacks, on the same people and views: no ink outlines, natural hair colours, mottled skin that turns with the head,
+# a specular shine, and per image a little defocus and sensor noise.
+STYLES = options.SYNTHETIC_STYLES
+NATURAL_HAIR = 8  # HAIR_COLOURS' first 8: black to grey; the rest (blue, pink, green, violet) are dyes
 
 # ---------------------------------------------------------------------------------------------- identities
 
@@ -143,6 +153,8 @@ class Identity:
     beard: object  # None or a style name from BEARDS
     freckles: np.ndarray  # [k, 2] spots on the cheeks: x, height below the eyes (k may be 0)
     blush: float  # opacity of the cheek blush
+    mottling: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), np.float32))  # photo: skin waves
+    #                      [k, 5]: direction * frequency (x, y, z), phase, amplitude
 
 
 def sample_identity(rng: np.random.Generator) -> Identity:
@@ -211,6 +223,7 @@ class View:
     background: tuple  # colour a, colour b, ramp angle, stripes (rgb, frequency, angle, phase, opacity),
     #                    blobs [k, 6]: x, y, radius, rgb
     shirt: np.ndarray
+    camera: tuple = (0.0, 0.0, 0)  # photo: defocus (Gaussian sigma, px), sensor noise (std), noise seed
 
 
 def sample_view(rng: np.random.Generator, angle: int, expression: int, light: int) -> View:
@@ -244,6 +257,23 @@ def _random_colours(rng, n):
     k = (np.array([5.0, 3.0, 1.0]) + hue[:, None] * 6) % 6
     rgb = val[:, None] - val[:, None] * sat[:, None] * np.clip(np.minimum(k, 4 - k), 0, 1)
     return rgb.astype(np.float32)
+
+
+def photographed(person: Identity, rng: np.random.Generator) -> Identity:
+    """The photo style's person: a natural hair colour and skin mottling (a few faint waves across the head, so
+    the pattern is the person's and turns with the head, as blotches and freckles do)."""
+    hair = HAIR_COLOURS[rng.integers(NATURAL_HAIR)] * rng.uniform(0.9, 1.08, 3).astype(np.float32)
+    directions = rng.normal(size=(6, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    waves = np.column_stack(
+        [directions * rng.uniform(15, 60, (6, 1)), rng.uniform(0, 2 * np.pi, 6), rng.uniform(0.004, 0.012, 6)]
+    )
+    return dataclasses.replace(person, hair=np.clip(hair, 0, 1), mottling=waves.astype(np.float32))
+
+
+def photographed_view(view: View, rng: np.random.Generator) -> View:
+    """The photo style's camera: defocus and sensor noise that change from one picture to the next."""
+    return dataclasses.replace(view, camera=(rng.uniform(0.0, 0.7), rng.uniform(0.0, 0.02), int(rng.integers(2**31))))
 
 
 # ---------------------------------------------------------------------------------------------- the scene
@@ -399,8 +429,9 @@ class Rays:
         return self.base[:, None] + self.along_x[:, None] * x + self.along_y[:, None] * y + self.direction[:, None] * t
 
 
-def render(person: Identity, view: View, size: int) -> np.ndarray:
-    """uint8 [size, size, 3]: ray casting of the person's scene, shaded, over the background."""
+def render(person: Identity, view: View, size: int, style: str = "cartoon") -> np.ndarray:
+    """uint8 [size, size, 3]: ray casting of the person's scene, shaded, over the background, in a style of
+    STYLES (the photo style's person and view come from photographed() and photographed_view())."""
     n = size * SUPERSAMPLE
     rays = Rays.of(view, n)
     scene = build_scene(person)
@@ -414,11 +445,22 @@ def render(person: Identity, view: View, size: int) -> np.ndarray:
         window_rows, window_cols = windows[code // 2]
         rows, cols = np.nonzero(winner[window_rows, window_cols] == code)
         rows, cols = rows + window_rows.start, cols + window_cols.start
-        image[rows, cols] = _shade(person, rays, scene, code, rays.points(rows, cols, depth[rows, cols]))
-    image = _ink(image, winner, scene)
+        point = rays.points(rows, cols, depth[rows, cols])
+        image[rows, cols] = _shade(person, rays, scene, code, point, shine=style == "photo")
+    if style == "cartoon":
+        image = _ink(image, winner, scene)
     image = sum(image[i::SUPERSAMPLE, j::SUPERSAMPLE] for i in range(SUPERSAMPLE) for j in range(SUPERSAMPLE))
     image /= SUPERSAMPLE**2
-    return np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+    pixels = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+    return _camera(pixels, view.camera) if style == "photo" else pixels
+
+
+def _camera(pixels, camera):
+    """A photograph's optics and sensor: Gaussian defocus, then noise."""
+    sigma, noise, noise_seed = camera
+    image = np.asarray(Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(sigma)), np.float32)
+    image += np.random.default_rng(noise_seed).normal(0, noise * 255, image.shape).astype(np.float32)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
 def _intersect(shape, rays, rows, cols, depth, winner, code):
@@ -446,8 +488,9 @@ def _intersect(shape, rays, rows, cols, depth, winner, code):
         winner[closer] = code + inner
 
 
-def _shade(person, rays, scene, code, point):
-    """Lit colours [k, 3] of the points (head coordinates) where one side of one shape is seen."""
+def _shade(person, rays, scene, code, point, shine=False):
+    """Lit colours [k, 3] of the points (head coordinates) where one side of one shape is seen; shine: a
+    specular highlight on the skin (Blinn-Phong), as skin has on the nose, forehead and cheeks."""
     shape, inner, view = scene[code // 2], code % 2, rays.view
     unit = shape.axes.T @ (point - shape.centre[:, None]) / shape.radii[:, None]
     colour = _albedo(person, view, shape, point, unit)
@@ -457,7 +500,12 @@ def _shade(person, rays, scene, code, point):
     camera_normal = rays.rotation @ normal
     light = np.clip((view.light_dir @ camera_normal + 0.3) / 1.3, 0, None)  # wrapped: a soft terminator
     rim = 0.8 + 0.2 * np.abs(camera_normal[2])  # darker towards the silhouette: rounder
-    return colour * ((view.ambient + (1 - view.ambient) * light) * rim)[:, None] * view.light_tint
+    lit = colour * ((view.ambient + (1 - view.ambient) * light) * rim)[:, None]
+    if shine and shape.material in (SKIN, FACE, NOSE, EAR) and not inner:
+        half = view.light_dir + np.array([0, 0, 1], np.float32)  # between the light and the viewer
+        highlight = np.clip(half / np.linalg.norm(half) @ camera_normal, 0, None) ** 24
+        lit = lit + 0.18 * highlight[:, None]
+    return lit * view.light_tint
 
 
 def _normal(scene, shape, point):
@@ -514,6 +562,9 @@ def _albedo(person, view, shape, point, unit):
     if shape.material == SHIRT:
         return np.repeat(view.shirt[None, :], k, axis=0)
     colour = np.repeat(person.skin[None, :], k, axis=0)
+    if len(person.mottling):
+        waves = np.sin(person.mottling[:, :3] @ point + person.mottling[:, 3:4])
+        colour *= (1 + person.mottling[:, 4] @ waves)[:, None]
     if shape.material == EAR:
         colour[np.abs(unit[0]) < 0.7] *= 0.82  # the inner ear
     if shape.material == NOSE:
@@ -650,11 +701,12 @@ def ensure_default(path=None) -> Path:
     return _ensure(path)
 
 
-def pretraining_set(identities: int, size: int) -> Path:
+def pretraining_set(identities: int, size: int, style: str = "cartoon") -> Path:
     """A larger set to pretrain on (facelib.recipe.synthetic_start): `identities` people (seed 0, as the default set,
-    so the first 100 are its people) rendered at `size` px, beside the default set and made once for every run that
-    asks for the same (2,000 at 112 px: about 5 min on 2 cores, 470 MB)."""
-    return _ensure(default_path().with_name(f"synthetic-{identities}ids-s{size}"), identities=identities, size=size)
+    so the first 100 are its people) rendered at `size` px in `style`, beside the default set and made once for every
+    run that asks for the same (2,000 at 112 px: about 5 min on 2 cores, 470 MB)."""
+    name = f"synthetic-{identities}ids-s{size}" + ("" if style == "cartoon" else f"-{style}")
+    return _ensure(default_path().with_name(name), identities=identities, size=size, style=style)
 
 
 def _ensure(path: Path, **settings) -> Path:
@@ -668,8 +720,11 @@ def _ensure(path: Path, **settings) -> Path:
     return path
 
 
-def generate(out, identities: int = 100, seed: int = 0, size: int = 112, *, workers: int | None = None) -> Path:
+def generate(
+    out, identities: int = 100, seed: int = 0, size: int = 112, style: str = "cartoon", *, workers: int | None = None
+) -> Path:
     """Write a complete synthetic set in the K-Face competition layout to `out` (new or empty); returns `out`.
+    style: one of STYLES; the same seed gives the same people, views and splits in either.
 
     Built in a temporary folder beside `out` and renamed into place, so `out` is either absent or complete.
     The same arguments give byte-identical files, whatever the number of worker processes (default: one per
@@ -677,6 +732,7 @@ def generate(out, identities: int = 100, seed: int = 0, size: int = 112, *, work
     """
     out = Path(out)
     identities, size = options.identities(identities), options.synthetic_size(size)
+    style = options.synthetic_style(style)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FacelibError(f"{out} already exists and is not an empty folder: choose a new output folder")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -684,7 +740,7 @@ def generate(out, identities: int = 100, seed: int = 0, size: int = 112, *, work
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     work.chmod(0o755)  # mkdtemp makes it private; the data set is not
     try:
-        images = _render_all(images, work, seed, size, workers)
+        images = _render_all(images, work, seed, size, style, workers)
         _write_tables(images, pairs, work)
         (work / "synthetic.json").write_text(
             json.dumps(
@@ -694,6 +750,7 @@ def generate(out, identities: int = 100, seed: int = 0, size: int = 112, *, work
                     "identities": identities,
                     "seed": seed,
                     "size": size,
+                    "style": style,
                 },
                 indent=1,
             )
@@ -762,7 +819,7 @@ def _pairs(images: pd.DataFrame, split: str, rng: np.random.Generator) -> pd.Dat
     return pairs.iloc[rng.permutation(len(pairs))].assign(split=split).reset_index(drop=True)
 
 
-def _render_all(images: pd.DataFrame, work: Path, seed: int, size: int, workers) -> pd.DataFrame:
+def _render_all(images: pd.DataFrame, work: Path, seed: int, size: int, style: str, workers) -> pd.DataFrame:
     """Render every identity's images into work/{split}/, in parallel over identities; adds the rendered yaw, pitch."""
     for split in ["train", "validate", "test"]:
         (work / split).mkdir()
@@ -773,6 +830,7 @@ def _render_all(images: pd.DataFrame, work: Path, seed: int, size: int, workers)
             group[["split", "file_name", "angle", "expression", "light"]].to_numpy().tolist(),
             str(work),
             size,
+            style,
         )
         for index, group in images.groupby("index")
     ]
@@ -791,12 +849,12 @@ def _render_all(images: pd.DataFrame, work: Path, seed: int, size: int, workers)
 
 def _render_identity(job):
     """Render one identity's images; returns (file_name, yaw, pitch) as rendered."""
-    seed, index, rows, work, size = job
-    person = _person(seed, index)
+    seed, index, rows, work, size, style = job
+    person = _person(seed, index, style)
     rendered = []
     for split, file_name, angle, expression, light in rows:
-        view = _view(seed, index, angle, expression, light)
-        Image.fromarray(render(person, view, size)).save(Path(work) / split / file_name, quality=JPEG_QUALITY)
+        view = _view(seed, index, angle, expression, light, style)
+        Image.fromarray(render(person, view, size, style)).save(Path(work) / split / file_name, quality=JPEG_QUALITY)
         rendered.append((file_name, round(view.yaw, 1), round(view.pitch, 1)))
     return rendered
 
@@ -813,13 +871,18 @@ def _lights(seed, index) -> dict:
     }
 
 
-def _person(seed, index) -> Identity:
-    return sample_identity(np.random.default_rng([seed, index, 0]))
+def _person(seed, index, style="cartoon") -> Identity:
+    person = sample_identity(np.random.default_rng([seed, index, 0]))
+    return photographed(person, np.random.default_rng([seed, index, 3])) if style == "photo" else person
 
 
-def _view(seed, index, angle, expression, light) -> View:
-    """Each image has its own random stream: the same file whichever other images are made, in whatever order."""
-    return sample_view(np.random.default_rng([seed, index, 2, angle, expression, light]), angle, expression, light)
+def _view(seed, index, angle, expression, light, style="cartoon") -> View:
+    """Each image has its own random stream: the same file whichever other images are made, in whatever order
+    (the photo style's camera draws from a stream of its own, so both styles show the same views)."""
+    view = sample_view(np.random.default_rng([seed, index, 2, angle, expression, light]), angle, expression, light)
+    if style == "photo":
+        return photographed_view(view, np.random.default_rng([seed, index, 4, angle, expression, light]))
+    return view
 
 
 def _write_tables(images: pd.DataFrame, pairs: pd.DataFrame, work: Path):

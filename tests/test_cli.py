@@ -131,6 +131,14 @@ def synthetic(tmp_path_factory):
     return out
 
 
+def test_synth_draws_in_the_style_asked_and_refuses_an_unknown_one(tmp_path):
+    assert facelib("synth", tmp_path / "photo", "--identities", 6, "--size", 32, "--style", "photo").returncode == 0
+    assert json.loads((tmp_path / "photo" / "synthetic.json").read_text())["style"] == "photo"
+    result = facelib("synth", tmp_path / "sketch", "--style", "sketch")
+    assert result.returncode == 2 and "--style: expected one of cartoon, photo, got 'sketch'" in result.stderr
+    assert not (tmp_path / "sketch").exists()
+
+
 def test_inspect_synthetic_json(synthetic):
     result = facelib("inspect", synthetic, "--json")
     assert result.returncode == 0, result.stderr

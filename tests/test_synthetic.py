@@ -1,5 +1,6 @@
 """The synthetic default data: layout, determinism, atomic writing, and that raw pixels cannot solve it."""
 
+import dataclasses
 import filecmp
 import re
 
@@ -140,6 +141,38 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     assert shared and all(images[name].read_bytes() != others[name].read_bytes() for name in shared)
 
 
+def test_the_photo_style_shows_the_same_people_and_views_photographed(tmp_path):
+    cartoon = synthetic.generate(tmp_path / "cartoon", identities=6, seed=3, size=32, workers=1)
+    photo = synthetic.generate(tmp_path / "photo", identities=6, seed=3, size=32, style="photo", workers=1)
+    for table in ["train/train_meta.csv", "validate/validate_label.csv", "test/test_truth.csv", "render_meta.csv"]:
+        assert (cartoon / table).read_bytes() == (photo / table).read_bytes()
+    assert '"style": "photo"' in (photo / "synthetic.json").read_text()
+    names = [p.relative_to(cartoon) for p in cartoon.rglob("*.jpg")]
+    assert all((cartoon / name).read_bytes() != (photo / name).read_bytes() for name in names)
+
+
+def test_a_photographed_person_keeps_the_face_and_takes_natural_hair_and_skin_texture():
+    natural = synthetic.HAIR_COLOURS[: synthetic.NATURAL_HAIR]
+    for index in range(40):
+        cartoon, photo = synthetic._person(0, index), synthetic._person(0, index, "photo")
+        assert np.array_equal(cartoon.eyes, photo.eyes) and cartoon.hair_style == photo.hair_style
+        ratio = photo.hair / np.maximum(natural, 1e-3)  # the colour's own jitter: 0.9-1.08 per channel
+        assert (((ratio > 0.89) & (ratio < 1.09)) | (photo.hair >= 1)).all(axis=1).any()
+        assert len(cartoon.mottling) == 0 and len(photo.mottling) > 0
+
+
+def test_the_photo_style_draws_no_outlines_and_adds_camera_blur_and_noise():
+    person, view = synthetic._person(0, 1), synthetic._view(0, 1, 5, 1, 4)
+    sharp = dataclasses.replace(view, camera=(0.0, 0.0, 0))
+    cartoon = synthetic.render(person, sharp, 64).astype(float)
+    unlined = synthetic.render(person, sharp, 64, "photo").astype(float)
+    assert (cartoon <= unlined + 1).all() and (unlined - cartoon).max() > 60  # ink only darkens, and strongly
+    blurred = synthetic.render(person, dataclasses.replace(view, camera=(0.7, 0.0, 0)), 64, "photo").astype(float)
+    assert np.abs(np.diff(blurred, axis=1)).mean() < 0.9 * np.abs(np.diff(unlined, axis=1)).mean()
+    noisy = synthetic.render(person, dataclasses.replace(view, camera=(0.0, 0.02, 5)), 64, "photo").astype(float)
+    assert 2 < np.abs(noisy - unlined).mean() < 8  # 2% of full scale: about 4 grey levels on average
+
+
 def test_an_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     render_identity, rendered = synthetic._render_identity, []
 
@@ -160,6 +193,9 @@ def test_bad_arguments_and_occupied_output_are_refused(tmp_path):
         synthetic.generate(tmp_path / "a", identities=5)
     with pytest.raises(FacelibError, match="size"):
         synthetic.generate(tmp_path / "b", size=16)
+    with pytest.raises(FacelibError, match="--style: expected one of cartoon, photo, got 'sketch'"):
+        synthetic.generate(tmp_path / "b", identities=6, size=32, style="sketch")
+    assert not (tmp_path / "b").exists()
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "notes.txt").write_text("mine")
     with pytest.raises(FacelibError, match="not an empty folder"):
