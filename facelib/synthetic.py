@@ -432,6 +432,7 @@ class Rays:
 def render(person: Identity, view: View, size: int, style: str = "cartoon") -> np.ndarray:
     """uint8 [size, size, 3]: ray casting of the person's scene, shaded, over the background, in a style of
     STYLES (the photo style's person and view come from photographed() and photographed_view())."""
+    style = options.synthetic_style(style)  # an unknown style would otherwise render as neither
     n = size * SUPERSAMPLE
     rays = Rays.of(view, n)
     scene = build_scene(person)

@@ -196,6 +196,8 @@ def test_bad_arguments_and_occupied_output_are_refused(tmp_path):
     with pytest.raises(FacelibError, match="--style: expected one of cartoon, photo, got 'sketch'"):
         synthetic.generate(tmp_path / "b", identities=6, size=32, style="sketch")
     assert not (tmp_path / "b").exists()
+    with pytest.raises(FacelibError, match="--style"):
+        synthetic.render(synthetic._person(0, 0), synthetic._view(0, 0, 5, 1, 1), 32, "sketch")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "notes.txt").write_text("mine")
     with pytest.raises(FacelibError, match="not an empty folder"):
