@@ -32,7 +32,8 @@ The start is a Baseline trained for --pretrain-epochs on --pretrain-synthetic ge
 only" variant scores it on fold 9 before any CFP training. --pretrain-synthetic 0 starts them from the CFP
 pretext (view + facing) instead, as the original starts Triarchy from its pretext; --pretrain-after-pretext
 chains the two: the synthetic pretraining begins from the CFP pretext's backbone. --pretrain-style photo draws the
-same synthetic people as photographs (no outlines, skin texture and shine, defocus and noise) instead of cartoons.
+same synthetic people as photographs (no outlines, skin texture and shine, defocus and noise) instead of cartoons;
+--pretrain-style sculpted gives each cartoon person the facial relief (brow, nose bridge, cheekbones, lips, chin).
 
 Files: benchmarks/runs/<tag>/ (git-ignored) holds every training run, named by its settings, so a second
 invocation reuses finished runs and resumes interrupted ones; benchmark.log and the results of --quick

@@ -257,7 +257,8 @@ def build_parser():
         "--style",
         type=options.cli_type(options.synthetic_style),
         default="cartoon",
-        help="cartoon (the default set's look) or photo (no outlines, textured skin, shine, blur and noise)",
+        help="cartoon (the default set's look), photo (no outlines, textured skin, shine, blur and noise) or "
+        "sculpted (the cartoon with each person's brow ridge, nose bridge, cheekbones, lips and chin)",
     )
     p.set_defaults(handler=cmd_synth)
 

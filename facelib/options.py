@@ -74,7 +74,8 @@ def identities(value):
     return whole_number("--identities", value, 6, MAX_IDENTITIES)
 
 
-SYNTHETIC_STYLES = ("cartoon", "photo")  # facelib.synthetic's looks; kept here so the command line needs no numpy
+# facelib.synthetic's styles; kept here so the command line needs no numpy
+SYNTHETIC_STYLES = ("cartoon", "photo", "sculpted")
 
 
 def synthetic_style(value):

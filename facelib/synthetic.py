@@ -9,7 +9,9 @@ to recognise a person from the side that it has seen from the front.
 
 The photo style (`generate(style="photo")`, `facelib synth --style photo`) renders the same people, views and
 splits without the cartoon's ink outlines, with natural hair colours, faintly mottled and shiny skin, and a little
-defocus and sensor noise per image: a step towards real photographs for pretraining (benchmarks/cfp.py).
+defocus and sensor noise per image: a step towards real photographs for pretraining (benchmarks/cfp.py). The
+sculpted style keeps the cartoon's look and gives each person the fine facial relief by which real faces differ:
+brow ridge, nose bridge, cheekbones, lips and chin stand out by that person's own amounts.
 
 Layout written by `generate`, the K-Face challenge's files as shipped, so the default takes the real data's path:
     train/train_meta.csv       file_name, face_id, cam_angle (front: C4-C6, |yaw| <= 22.5; side: the other six,
@@ -155,6 +157,8 @@ class Identity:
     blush: float  # opacity of the cheek blush
     mottling: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), np.float32))  # photo: skin waves
     #                      [k, 5]: direction * frequency (x, y, z), phase, amplitude
+    relief: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.float32))  # sculpted: facial relief
+    #                    [k, 6]: bumps on the face, each x, y, half width, half height, depth, how far it stands out
 
 
 def sample_identity(rng: np.random.Generator) -> Identity:
@@ -276,6 +280,25 @@ def photographed_view(view: View, rng: np.random.Generator) -> View:
     return dataclasses.replace(view, camera=(rng.uniform(0.0, 0.7), rng.uniform(0.0, 0.02), int(rng.integers(2**31))))
 
 
+def sculpted(person: Identity, rng: np.random.Generator) -> Identity:
+    """The sculpted style's person: the fine geometry by which real faces differ, as bumps on the face that stand
+    out by a person's own amount (brow ridge, cheekbones, nose bridge, lips and chin), so that two people
+    also differ in their profile line and in how light falls across the face, not only in colours and paint."""
+    u = rng.uniform
+    ex, ey = person.eyes[0], person.eyes[1]
+    nose_y, my = person.nose[0], person.mouth[0]
+    chin_y = -(person.jaw[3] + person.jaw[1]) * person.head[1]  # the jaw's lowest point
+    bumps = [  # x, y, half width, half height, depth, how far it stands out
+        (0.0, ey + u(0.08, 0.12), u(0.2, 0.3), u(0.04, 0.06), 0.12, u(0.0, 0.04)),  # brow ridge, under the hair
+        (0.0, (ey + nose_y) / 2, u(0.025, 0.045), (ey - nose_y) / 2 + 0.02, 0.1, u(0.0, 0.06)),  # nose bridge
+        (0.0, my + u(-0.01, 0.02), person.mouth[1] * u(1.1, 1.5), u(0.05, 0.08), 0.1, u(0.0, 0.05)),  # lips
+        (0.0, chin_y + u(0.06, 0.1), u(0.06, 0.14), u(0.05, 0.08), 0.1, u(-0.01, 0.06)),  # chin
+    ]
+    cheek_x, cheek_y, cheek = ex + u(0.0, 0.06), ey - u(0.1, 0.16), (u(0.06, 0.1), u(0.04, 0.07), 0.1, u(0.0, 0.045))
+    bumps += [(side * cheek_x, cheek_y, *cheek) for side in (-1, 1)]  # cheekbones, alike on both sides
+    return dataclasses.replace(person, relief=np.array(bumps, np.float32))
+
+
 # ---------------------------------------------------------------------------------------------- the scene
 
 SKIN, FACE, NOSE, EAR, HAIR, SHIRT = range(6)  # materials; FACE is skin that carries the painted features
@@ -317,8 +340,21 @@ def build_scene(person: Identity) -> list:
                 (side * rx * 0.97, ear_y, -0.12 * rz), (0.035, 0.12 * person.ears, 0.075 * person.ears), EAR, ear_axes
             )
         )
+    scene += [
+        Ellipsoid((x, y, _face_depth(person, x, y) - depth + out), (width, height, depth), FACE)
+        for x, y, width, height, depth, out in person.relief
+    ]
     scene += _hair(person)
     return scene
+
+
+def _face_depth(person: Identity, x, y):
+    """How far the face (cranium or jaw, whichever is in front) stands out of the head at (x, y)."""
+    rx, ry, rz = person.head
+    jaw_x, jaw_y, jaw_z, jaw_drop = person.jaw
+    cranium = rz * np.sqrt(max(1 - (x / rx) ** 2 - (y / ry) ** 2, 0.0))
+    jaw = 0.02 + rz * jaw_z * np.sqrt(max(1 - (x / (rx * jaw_x)) ** 2 - ((y + jaw_drop * ry) / (ry * jaw_y)) ** 2, 0.0))
+    return max(cranium, jaw)
 
 
 def _hair(person: Identity) -> list:
@@ -431,7 +467,8 @@ class Rays:
 
 def render(person: Identity, view: View, size: int, style: str = "cartoon") -> np.ndarray:
     """uint8 [size, size, 3]: ray casting of the person's scene, shaded, over the background, in a style of
-    STYLES (the photo style's person and view come from photographed() and photographed_view())."""
+    STYLES (the photo style's person and view come from photographed() and photographed_view(), the sculpted
+    style's person from sculpted())."""
     style = options.synthetic_style(style)  # an unknown style would otherwise render as neither
     n = size * SUPERSAMPLE
     rays = Rays.of(view, n)
@@ -448,7 +485,7 @@ def render(person: Identity, view: View, size: int, style: str = "cartoon") -> n
         rows, cols = rows + window_rows.start, cols + window_cols.start
         point = rays.points(rows, cols, depth[rows, cols])
         image[rows, cols] = _shade(person, rays, scene, code, point, shine=style == "photo")
-    if style == "cartoon":
+    if style != "photo":
         image = _ink(image, winner, scene)
     image = sum(image[i::SUPERSAMPLE, j::SUPERSAMPLE] for i in range(SUPERSAMPLE) for j in range(SUPERSAMPLE))
     image /= SUPERSAMPLE**2
@@ -873,8 +910,13 @@ def _lights(seed, index) -> dict:
 
 
 def _person(seed, index, style="cartoon") -> Identity:
+    """The styles change a person from streams of their own, so every style shows the same people."""
     person = sample_identity(np.random.default_rng([seed, index, 0]))
-    return photographed(person, np.random.default_rng([seed, index, 3])) if style == "photo" else person
+    if style == "photo":
+        return photographed(person, np.random.default_rng([seed, index, 3]))
+    if style == "sculpted":
+        return sculpted(person, np.random.default_rng([seed, index, 5]))
+    return person
 
 
 def _view(seed, index, angle, expression, light, style="cartoon") -> View:

@@ -135,7 +135,7 @@ def test_synth_draws_in_the_style_asked_and_refuses_an_unknown_one(tmp_path):
     assert facelib("synth", tmp_path / "photo", "--identities", 6, "--size", 32, "--style", "photo").returncode == 0
     assert json.loads((tmp_path / "photo" / "synthetic.json").read_text())["style"] == "photo"
     result = facelib("synth", tmp_path / "sketch", "--style", "sketch")
-    assert result.returncode == 2 and "--style: expected one of cartoon, photo, got 'sketch'" in result.stderr
+    assert result.returncode == 2 and "--style: expected one of cartoon, photo, sculpted, got 'sketch'" in result.stderr
     assert not (tmp_path / "sketch").exists()
 
 

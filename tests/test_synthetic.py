@@ -141,14 +141,15 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     assert shared and all(images[name].read_bytes() != others[name].read_bytes() for name in shared)
 
 
-def test_the_photo_style_shows_the_same_people_and_views_photographed(tmp_path):
+@pytest.mark.parametrize("style", ["photo", "sculpted"])
+def test_every_style_shows_the_same_people_and_views_drawn_its_own_way(tmp_path, style):
     cartoon = synthetic.generate(tmp_path / "cartoon", identities=6, seed=3, size=32, workers=1)
-    photo = synthetic.generate(tmp_path / "photo", identities=6, seed=3, size=32, style="photo", workers=1)
+    styled = synthetic.generate(tmp_path / style, identities=6, seed=3, size=32, style=style, workers=1)
     for table in ["train/train_meta.csv", "validate/validate_label.csv", "test/test_truth.csv", "render_meta.csv"]:
-        assert (cartoon / table).read_bytes() == (photo / table).read_bytes()
-    assert '"style": "photo"' in (photo / "synthetic.json").read_text()
+        assert (cartoon / table).read_bytes() == (styled / table).read_bytes()
+    assert f'"style": "{style}"' in (styled / "synthetic.json").read_text()
     names = [p.relative_to(cartoon) for p in cartoon.rglob("*.jpg")]
-    assert all((cartoon / name).read_bytes() != (photo / name).read_bytes() for name in names)
+    assert all((cartoon / name).read_bytes() != (styled / name).read_bytes() for name in names)
 
 
 def test_a_photographed_person_keeps_the_face_and_takes_natural_hair_and_skin_texture():
@@ -173,6 +174,45 @@ def test_the_photo_style_draws_no_outlines_and_adds_camera_blur_and_noise():
     assert 2 < np.abs(noisy - unlined).mean() < 8  # 2% of full scale: about 4 grey levels on average
 
 
+def test_a_sculpted_person_keeps_the_face_and_only_adds_relief_to_it():
+    for index in range(40):
+        cartoon, sculpted = synthetic._person(0, index), synthetic._person(0, index, "sculpted")
+        assert np.array_equal(cartoon.eyes, sculpted.eyes) and np.array_equal(cartoon.hair, sculpted.hair)
+        assert len(cartoon.relief) == 0 and len(sculpted.relief) == 6
+    view = synthetic._view(0, 3, 5, 1, 4)
+    flattened = dataclasses.replace(synthetic._person(0, 3, "sculpted"), relief=np.zeros((0, 6), np.float32))
+    assert np.array_equal(
+        synthetic.render(flattened, view, 48, "sculpted"), synthetic.render(synthetic._person(0, 3), view, 48)
+    )
+
+
+def test_the_relief_pushes_the_profile_line_out_between_brow_and_chin():
+    person = synthetic._person(0, 2, "sculpted")
+    standing_out = person.relief.copy()
+    standing_out[:, 5] = 0.05  # every bump 0.05 head units out of the face: about 3 px at 128 px
+    green = np.array([0, 1, 0], np.float32)
+    profile = dataclasses.replace(
+        synthetic._view(0, 2, 9, 1, 4),  # camera 9: yaw 90, the face looks to the image's right
+        yaw=90.0,
+        pitch=0.0,
+        roll=0.0,
+        background=(green, green, 0.0, (green, 0.0, 0.0, 0.0, 0.0), np.zeros((0, 6), np.float32)),
+    )
+
+    def front_line(someone):  # per image row, the rightmost pixel that is not the green backdrop
+        image = synthetic.render(someone, profile, 128, "sculpted").astype(int)
+        person_pixels = np.abs(image - [0, 255, 0]).sum(axis=2) > 60
+        return np.where(person_pixels.any(axis=1), 127 - np.argmax(person_pixels[:, ::-1], axis=1), -1)
+
+    flat = front_line(dataclasses.replace(person, relief=np.zeros((0, 6), np.float32)))
+    sculpted = front_line(dataclasses.replace(person, relief=standing_out))
+    assert (sculpted >= flat - 1).all()  # bumps only add to the face
+    pushed = np.flatnonzero(sculpted - flat >= 3)
+    eye_row = 64 - (profile.scale * person.eyes[1] + profile.shift[1]) * 64
+    chin_row = 64 + (profile.scale * (person.jaw[3] + person.jaw[1]) * person.head[1] - profile.shift[1]) * 64
+    assert len(pushed) > 5 and eye_row - 20 < pushed.min() and pushed.max() < chin_row
+
+
 def test_an_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     render_identity, rendered = synthetic._render_identity, []
 
@@ -193,7 +233,7 @@ def test_bad_arguments_and_occupied_output_are_refused(tmp_path):
         synthetic.generate(tmp_path / "a", identities=5)
     with pytest.raises(FacelibError, match="size"):
         synthetic.generate(tmp_path / "b", size=16)
-    with pytest.raises(FacelibError, match="--style: expected one of cartoon, photo, got 'sketch'"):
+    with pytest.raises(FacelibError, match="--style: expected one of cartoon, photo, sculpted, got 'sketch'"):
         synthetic.generate(tmp_path / "b", identities=6, size=32, style="sketch")
     assert not (tmp_path / "b").exists()
     with pytest.raises(FacelibError, match="--style"):
