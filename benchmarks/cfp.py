@@ -208,7 +208,7 @@ def parse_args(argv=None):
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    for option, given in [("after-pretext", args.pretrain_after_pretext), ("style", args.pretrain_style != "cartoon")]:
+    for option, given in [("after-pretext", args.pretrain_after_pretext), ("style", non_default_style(args))]:
         if given and not args.pretrain_synthetic:
             parser.error(f"--pretrain-{option} needs a synthetic pretraining (--pretrain-synthetic above 0)")
     for name in LEVERS:  # shown in run names and results as the values they train with
@@ -282,7 +282,7 @@ def train_synthetic(args, pretext):
         ids=args.pretrain_synthetic,
         lr=args.lr,
         init=f"pretext{args.pretext_epochs}" if pretext else None,
-        style=None if args.pretrain_style == "cartoon" else args.pretrain_style,
+        style=non_default_style(args),
     )
     config = functools.partial(
         recipe.synthetic_start,
@@ -297,6 +297,11 @@ def train_synthetic(args, pretext):
         **({"lr": args.lr} if args.lr else {}),
     )
     return train(training.train_identity, config, args.pretrain_epochs, out, "last.pt")
+
+
+def non_default_style(args):
+    """The synthetic start's style where it is not the default cartoon, else None: it names runs and rows."""
+    return None if args.pretrain_style == "cartoon" else args.pretrain_style
 
 
 def aligned_faces(args):
@@ -327,7 +332,7 @@ def synthetic_pretraining(args):
     if not args.pretrain_synthetic:
         return None
     epochs = f"e{args.pretrain_epochs}" if args.pretrain_epochs != 1 else ""
-    style = "" if args.pretrain_style == "cartoon" else f"-{args.pretrain_style}"
+    style = f"-{non_default_style(args)}" if non_default_style(args) else ""
     after = "-after-pretext" if args.pretrain_after_pretext else ""
     return f"synthetic{args.pretrain_synthetic}{epochs}{style}{after}"
 
@@ -590,7 +595,7 @@ def main(argv=None):
         recipe = f"{args.classical_size}px" if method == "classical" else recipe_name(args)
         title = TITLES[method]
         if starts_synthetic(args, method):
-            style = "" if args.pretrain_style == "cartoon" else f"{args.pretrain_style}-style "
+            style = f"{non_default_style(args)}-style " if non_default_style(args) else ""
             start = f"{args.pretrain_synthetic} {style}synthetic identities"
             title = title.replace("CFP pretext", f"CFP pretext, then {start}" if args.pretrain_after_pretext else start)
         rows.append({"recipe": recipe, "method": method, "seed": args.seed, "title": title, **row})
