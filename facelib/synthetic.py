@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
+from tqdm import tqdm
 
 from facelib import options
 from facelib.errors import FacelibError
@@ -875,12 +876,13 @@ def _render_all(images: pd.DataFrame, work: Path, seed: int, size: int, style: s
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = min(workers, len(jobs))
+    progress = dict(total=len(jobs), desc=f"rendering {size}px {style} faces", unit="identity", leave=False)
     if workers <= 1:
-        views = [_render_identity(job) for job in jobs]
+        views = [_render_identity(job) for job in tqdm(jobs, **progress)]
     else:  # fork: no re-import of the caller's main module; the workers only use numpy and PIL
         context = get_context("fork" if "fork" in get_all_start_methods() else None)
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            views = list(pool.map(_render_identity, jobs, chunksize=1))
+            views = list(tqdm(pool.map(_render_identity, jobs, chunksize=1), **progress))
     rendered = pd.DataFrame([row for rows in views for row in rows], columns=["file_name", "yaw", "pitch"])
     return images.merge(rendered, on="file_name", validate="one_to_one")
 

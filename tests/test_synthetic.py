@@ -142,9 +142,10 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
 
 
 @pytest.mark.parametrize("style", ["photo", "sculpted"])
-def test_every_style_shows_the_same_people_and_views_drawn_its_own_way(tmp_path, style):
+def test_every_style_shows_the_same_people_and_views_drawn_its_own_way(tmp_path, style, capsys):
     cartoon = synthetic.generate(tmp_path / "cartoon", identities=6, seed=3, size=32, workers=1)
     styled = synthetic.generate(tmp_path / style, identities=6, seed=3, size=32, style=style, workers=1)
+    assert f"rendering 32px {style} faces" in capsys.readouterr().err  # a progress bar: large sets take minutes
     for table in ["train/train_meta.csv", "validate/validate_label.csv", "test/test_truth.csv", "render_meta.csv"]:
         assert (cartoon / table).read_bytes() == (styled / table).read_bytes()
     assert f'"style": "{style}"' in (styled / "synthetic.json").read_text()
