@@ -876,7 +876,8 @@ def _render_all(images: pd.DataFrame, work: Path, seed: int, size: int, style: s
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = min(workers, len(jobs))
-    progress = dict(total=len(jobs), desc=f"rendering {size}px {style} faces", unit="identity", leave=False)
+    # in a terminal only: a notebook's output would keep every step of the bar
+    progress = dict(total=len(jobs), desc=f"rendering {size}px {style} faces", unit="identity", disable=None)
     if workers <= 1:
         views = [_render_identity(job) for job in tqdm(jobs, **progress)]
     else:  # fork: no re-import of the caller's main module; the workers only use numpy and PIL

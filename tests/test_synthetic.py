@@ -2,7 +2,9 @@
 
 import dataclasses
 import filecmp
+import io
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -142,10 +144,9 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
 
 
 @pytest.mark.parametrize("style", ["photo", "sculpted"])
-def test_every_style_shows_the_same_people_and_views_drawn_its_own_way(tmp_path, style, capsys):
+def test_every_style_shows_the_same_people_and_views_drawn_its_own_way(tmp_path, style):
     cartoon = synthetic.generate(tmp_path / "cartoon", identities=6, seed=3, size=32, workers=1)
     styled = synthetic.generate(tmp_path / style, identities=6, seed=3, size=32, style=style, workers=1)
-    assert f"rendering 32px {style} faces" in capsys.readouterr().err  # a progress bar: large sets take minutes
     for table in ["train/train_meta.csv", "validate/validate_label.csv", "test/test_truth.csv", "render_meta.csv"]:
         assert (cartoon / table).read_bytes() == (styled / table).read_bytes()
     assert f'"style": "{style}"' in (styled / "synthetic.json").read_text()
@@ -212,6 +213,17 @@ def test_the_relief_pushes_the_profile_line_out_between_brow_and_chin():
     eye_row = 64 - (profile.scale * person.eyes[1] + profile.shift[1]) * 64
     chin_row = 64 + (profile.scale * (person.jaw[3] + person.jaw[1]) * person.head[1] - profile.shift[1]) * 64
     assert len(pushed) > 5 and eye_row - 20 < pushed.min() and pushed.max() < chin_row
+
+
+def test_a_terminal_sees_the_rendering_progress_and_a_notebook_output_does_not(tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in [(io.StringIO(), False), (Terminal(), True)]:  # a kernel's stderr is no terminal
+        monkeypatch.setattr(sys, "stderr", stream)
+        synthetic.generate(tmp_path / str(shown), identities=6, size=32, workers=1)
+        assert ("rendering 32px cartoon faces: 100%" in stream.getvalue()) == shown
 
 
 def test_an_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
