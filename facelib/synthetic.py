@@ -68,6 +68,7 @@ DUMMY_LABEL = 0  # every label of test_label.csv, as in the challenge's file; th
 LAYOUT = 2  # synthetic.json's layout version; 1: the extra train_meta columns, C5-only front, labelled test file
 EVAL_FRACTION = 0.15  # of the identities, each for validate and for test
 JPEG_QUALITY = 92
+JAW_FORWARD = 0.02  # the jaw's centre sits this far in front of the cranium's (head units)
 SUPERSAMPLE = 2  # rays per pixel along each axis: smooth edges without a blur
 # "cartoon": the default set's look. "photo" (issue 17, lever 7's realism): what a photograph has and a cartoon
 # lacks, on the same people and views: no ink outlines, natural hair colours, mottled skin that turns with the head,
@@ -329,7 +330,7 @@ def build_scene(person: Identity) -> list:
     ear_y = person.eyes[1] - 0.07
     scene = [
         Ellipsoid((0, 0, 0), (rx, ry, rz), FACE),
-        Ellipsoid((0, -jaw_drop * ry, 0.02), (rx * jaw_x, ry * jaw_y, rz * jaw_z), FACE),
+        Ellipsoid((0, -jaw_drop * ry, JAW_FORWARD), (rx * jaw_x, ry * jaw_y, rz * jaw_z), FACE),
         Ellipsoid((0, nose_y, surface_z - nose_l * 0.1), (nose_w, nose_h, nose_l), NOSE, _rotation_x(nose_tilt)),
         Ellipsoid((0, -ry * 1.05, -0.06), (0.2, 0.45, 0.22), SKIN),  # neck
         Ellipsoid((0, -ry * 2.15, -0.1), (0.95, 0.55, 0.42), SHIRT),
@@ -354,7 +355,8 @@ def _face_depth(person: Identity, x, y):
     rx, ry, rz = person.head
     jaw_x, jaw_y, jaw_z, jaw_drop = person.jaw
     cranium = rz * np.sqrt(max(1 - (x / rx) ** 2 - (y / ry) ** 2, 0.0))
-    jaw = 0.02 + rz * jaw_z * np.sqrt(max(1 - (x / (rx * jaw_x)) ** 2 - ((y + jaw_drop * ry) / (ry * jaw_y)) ** 2, 0.0))
+    across_jaw = 1 - (x / (rx * jaw_x)) ** 2 - ((y + jaw_drop * ry) / (ry * jaw_y)) ** 2
+    jaw = JAW_FORWARD + rz * jaw_z * np.sqrt(max(across_jaw, 0.0))
     return max(cranium, jaw)
 
 
