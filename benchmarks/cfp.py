@@ -71,7 +71,7 @@ from facelib import (
     training,
 )
 from facelib.classical import ClassicalPeer
-from facelib.io_utils import atomic_write_text
+from facelib.io_utils import atomic_write_text, sigterm_unwinds
 from facelib.recipe import IdentityConfig, PretextConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -659,4 +659,5 @@ def _json_default(value):
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_unwinds():  # `kill` stops a run as Ctrl-C does: temporaries go, the checkpoint stays for resuming
+        main()

@@ -12,6 +12,7 @@ import warnings
 
 from facelib import options
 from facelib.errors import FacelibError
+from facelib.io_utils import sigterm_unwinds
 
 
 def fold_list(text):
@@ -404,7 +405,7 @@ def main(argv=None):
         return stop.code
     try:
         options.cache_limit_mb()  # the environment's setting, checked before any work
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), sigterm_unwinds():
             warnings.showwarning = show_warning
             args.handler(args)
     except FacelibError as error:

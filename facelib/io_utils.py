@@ -1,7 +1,9 @@
 """Atomic file writing: a reader never sees a half-written file, a crash leaves the old one."""
 
 import os
+import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +22,24 @@ def atomic_path(target):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def sigterm_unwinds():
+    """Within the block, SIGTERM (`kill`, a scheduler's time limit) raises SystemExit(143) as Ctrl-C raises
+    KeyboardInterrupt, so `finally` blocks remove their temporaries; by default Python dies at once and leaves them."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_system_exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_system_exit(signum, frame):
+    raise SystemExit(128 + signum)  # the status a shell reports for a process killed by that signal
 
 
 def remove_stale_temporaries(folder, names):

@@ -1,8 +1,10 @@
 """The command line as a user meets it: JSON contracts, exit codes, one-line errors."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -137,6 +139,20 @@ def test_synth_draws_in_the_style_asked_and_refuses_an_unknown_one(tmp_path):
     result = facelib("synth", tmp_path / "sketch", "--style", "sketch")
     assert result.returncode == 2 and "--style: expected one of cartoon, photo, sculpted, got 'sketch'" in result.stderr
     assert not (tmp_path / "sketch").exists()
+
+
+def test_a_killed_synth_leaves_nothing_behind(tmp_path):
+    command = [sys.executable, "-m", "facelib", "synth", str(tmp_path / "faces"), "--identities", "400"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not list(tmp_path.glob(".faces.*.tmp/train/*.jpg")):  # stop it half-way through rendering
+            assert process.poll() is None, "finished before it could be stopped: render more identities"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)  # as `kill` or a scheduler's time limit does
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        process.kill()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_inspect_synthetic_json(synthetic):

@@ -1,8 +1,9 @@
 import os
+import signal
 
 import pytest
 
-from facelib.io_utils import atomic_path, atomic_write_text
+from facelib.io_utils import atomic_path, atomic_write_text, sigterm_unwinds
 
 
 def test_atomic_write_replaces_whole_file_with_normal_permissions(tmp_path):
@@ -24,3 +25,12 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash while writing")
     assert target.read_text() == "good" and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_sigterm_unwinds_the_block_and_leaves_no_temporary(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop, sigterm_unwinds(), atomic_path(tmp_path / "model.pt") as tmp:
+        tmp.write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.value.code == 143 and list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
