@@ -548,10 +548,21 @@ def markdown(rows, header):
     return "\n".join(lines) + "\n"
 
 
+def cpu_name():
+    """The CPU's model name with its family and model numbers (Linux): a cloud machine may give only the vendor's
+    name, and machines behind one name ran the same recipe at different speeds."""
+    try:
+        first_cpu = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return platform.processor() or platform.machine()
+    field = {name.strip(): value.strip() for name, _, value in (line.partition(":") for line in first_cpu.splitlines())}
+    return f"{field.get('model name', platform.machine())}, family {field.get('cpu family')} model {field.get('model')}"
+
+
 def machine():
     device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     return (
-        f"{platform.node()}, {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), {device}, "
+        f"{platform.node()}, {os.cpu_count()} CPU cores ({cpu_name()}), {device}, "
         # the kernels torch picked (AVX2 or AVX512): the same recipe ran 2-3x faster on one than the other
         f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
     )
