@@ -885,7 +885,11 @@ def _render_all(images: pd.DataFrame, work: Path, seed: int, size: int, style: s
     else:  # fork: no re-import of the caller's main module; the workers only use numpy and PIL
         context = get_context("fork" if "fork" in get_all_start_methods() else None)
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            views = list(tqdm(pool.map(_render_identity, jobs, chunksize=1), **progress))
+            try:
+                views = list(tqdm(pool.map(_render_identity, jobs, chunksize=1), **progress))
+            except BaseException:  # a stop (Ctrl-C, kill) waits only for the identities being drawn, not the rest
+                pool.shutdown(cancel_futures=True)
+                raise
     rendered = pd.DataFrame([row for rows in views for row in rows], columns=["file_name", "yaw", "pitch"])
     return images.merge(rendered, on="file_name", validate="one_to_one")
 

@@ -149,7 +149,7 @@ def test_a_killed_synth_leaves_nothing_behind(tmp_path):
             assert process.poll() is None, "finished before it could be stopped: render more identities"
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)  # as `kill` or a scheduler's time limit does
-        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM  # drawing all 400 takes over a minute
     finally:
         process.kill()
     assert list(tmp_path.iterdir()) == []
