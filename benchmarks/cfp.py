@@ -556,7 +556,9 @@ def cpu_name():
     except OSError:
         return platform.processor() or platform.machine()
     field = {name.strip(): value.strip() for name, _, value in (line.partition(":") for line in first_cpu.splitlines())}
-    return f"{field.get('model name', platform.machine())}, family {field.get('cpu family')} model {field.get('model')}"
+    if "cpu family" not in field:  # not an x86 CPU: no family and model numbers to add
+        return field.get("model name") or platform.processor() or platform.machine()
+    return f"{field.get('model name', platform.machine())}, family {field['cpu family']} model {field.get('model')}"
 
 
 def machine():
