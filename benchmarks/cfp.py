@@ -64,6 +64,7 @@ from facelib import (
     layouts,
     metrics,
     models,
+    options,
     poses,
     recipe,
     splits,
@@ -119,7 +120,7 @@ FULL = dict(
 )
 QUICK = FULL | dict(image_size=32, pretrain_synthetic=40, pretext_epochs=1, epochs=2, lr=None, classical_size=32)
 # The identity-training levers this script passes on; None (not given) keeps the recipe's default.
-LEVERS = ("triplet_scale", "centre", "pose_aware", "canonical_facing", "margin", "head")
+LEVERS = ("triplet_scale", "centre", "pose_aware", "canonical_facing", "margin", "head", "ema")
 
 log = logging.getLogger("benchmarks.cfp")
 
@@ -166,6 +167,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--margin", choices=recipe.MARGINS, help="margin softmax (facelib.losses)")
     parser.add_argument("--head", choices=recipe.EMBEDDING_HEADS, help="embedding head (facelib.models.EmbeddingNet)")
+    parser.add_argument(
+        "--ema",
+        type=options.cli_type(options.ema),
+        metavar="DECAY",
+        help="validate and keep a moving average of the weights (IdentityConfig; default: none)",
+    )
     parser.add_argument(
         "--pretrain-synthetic",
         type=int,
@@ -323,6 +330,7 @@ def levers(args):
         center=args.center_weight,
         margin=None if args.margin == "none" else args.margin,
         head=None if args.head == "gap" else args.head,
+        ema=args.ema or None,
     )
     return {name: value for name, value in chosen.items() if value is not None}
 

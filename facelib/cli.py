@@ -59,6 +59,7 @@ IDENTITY_OPTIONS = (
     "canonical_facing",
     "margin",
     "head",
+    "ema",
 )
 
 
@@ -311,6 +312,13 @@ def build_parser():
         "--head",
         choices=["gap", "gdc"],
         help="embedding head: gap (average pooling, the original) or gdc (global depthwise convolution)",
+    )
+    p.add_argument(
+        "--ema",
+        type=options.cli_type(options.ema),
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights (e.g. 0.998 per step) and validate and save it "
+        "(default: 0, none)",
     )
     p.set_defaults(handler=cmd_train)
 

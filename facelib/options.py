@@ -65,6 +65,14 @@ def image_size(value, option="--image-size"):
     return whole_number(option, value, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
 
 
+def ema(value):
+    """The decay of a weight average: from 0 (none) up to, not including, 1 (a frozen average)."""
+    decay = finite_number("ema", value)
+    if not 0 <= decay < 1:
+        raise _expected("ema", "a decay from 0 (none) up to 1, not included", value)
+    return decay
+
+
 def synthetic_size(value):
     return image_size(value, "--size")
 

@@ -162,7 +162,9 @@ class IdentityConfig(TrainingConfig):
     every face whose facing is known is shown turned one way (facelib.poses.CANONICAL_FACING; the others mirrored),
     in training, where such faces are never flipped at random, and at test (facelib.embedding). margin: a margin
     softmax on cosines (facelib.losses). head: how the embedding is read from the backbone
-    (facelib.models.EmbeddingNet).
+    (facelib.models.EmbeddingNet). ema: the decay of an exponential moving average of the weights, updated after
+    every step (0: none, the original); where set, the average is what validation scores and what the best model
+    (model.pt) holds, as in timm's ModelEmaV2 (its BatchNorm statistics are averaged too).
     """
 
     epochs: int = 40
@@ -180,6 +182,7 @@ class IdentityConfig(TrainingConfig):
     canonical_facing: bool = False
     margin: str = "none"
     head: str = "gap"
+    ema: float = 0.0
 
     naming: typing.ClassVar[tuple] = ("data_root", "model")
 
@@ -215,6 +218,7 @@ class IdentityConfig(TrainingConfig):
         yield "canonical_facing", _boolean("canonical_facing", self.canonical_facing)
         yield "margin", _choice("margin", self.margin, MARGINS)
         yield "head", _choice("head", self.head, EMBEDDING_HEADS)
+        yield "ema", options.ema(self.ema)
         if self.train_folds and self.val_folds and set(self.train_folds) & set(self.val_folds):
             raise FacelibError(f"--train-folds {self.train_folds} and --val-folds {self.val_folds} overlap")
 
@@ -262,6 +266,7 @@ def from_legacy(settings):
             ("pose_aware", False),
             ("canonical_facing", False),
             ("val_folds", None),
+            ("ema", 0.0),
         ):
             settings.setdefault(name, before)
         if kind == "baseline":  # stored as None: the Baseline never had a center loss

@@ -16,6 +16,8 @@ Run files (RUN = `out`):
     identity: model.pt (best validation accuracy, with its threshold under "verification"; the last epoch
              where there are no validation pairs, then without a threshold),
              last.pt (resumable checkpoint), metrics.csv, config.json (+ inference_parameters), train.log
+    With a weight average (IdentityConfig.ema) validation scores the average, model.pt holds it, and last.pt
+    holds the trained weights under "model" (what `init` and a resume read) beside the average.
 
 Under `torchrun --nproc_per_node=N` the same functions use DistributedDataParallel (gloo on CPU, nccl on
 GPU); every rank draws its own PK batches and only rank 0 writes files.
@@ -37,6 +39,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -508,8 +511,14 @@ class _Training:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator  # augmentation randomness
     history: list
+    average: AveragedModel | None = None  # the weights' moving average (IdentityConfig.ema), else None
     best: float = -math.inf
     epoch: int = 0  # epochs done
+
+    @property
+    def scored(self):
+        """The model that validation scores and the best model holds: the weights' average where there is one."""
+        return self.model if self.average is None else self.average.module
 
     def state(self, rng):
         state = dict(
@@ -523,6 +532,8 @@ class _Training:
             criterion=self.criterion.state_dict(),
             **{name: optimizer.state_dict() for name, optimizer in self.criterion_optimizers.items()},
         )
+        if self.average is not None:
+            state["average"] = self.average.state_dict()
         return state
 
     def restore(self, checkpoint, runtime):
@@ -533,6 +544,8 @@ class _Training:
         self.criterion.load_state_dict(checkpoint.get("criterion", {}))
         for name, optimizer in self.criterion_optimizers.items():
             optimizer.load_state_dict(checkpoint[name])
+        if self.average is not None:
+            self.average.load_state_dict(checkpoint["average"])
         if len(checkpoint["rng"]) != runtime.world_size:
             raise FacelibError(f"resume: the run used {len(checkpoint['rng'])} process(es), now {runtime.world_size}")
         _set_rng_state(checkpoint["rng"][runtime.rank], self.generator)
@@ -549,7 +562,9 @@ def _start(task, config, steps, runtime):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, config.warmup))
     _seed_everything(config.seed + 1_000_003 * (runtime.rank + 1))  # from here on, each rank its own stream
     generator = torch.Generator().manual_seed(config.seed + 7919 * runtime.rank)
-    return _Training(model, criterion, optimizer, criterion.optimizers(), scheduler, generator, history=[])
+    decay = config.ema if isinstance(config, IdentityConfig) else 0.0  # a pretext run picks no best epoch
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay else None
+    return _Training(model, criterion, optimizer, criterion.optimizers(), scheduler, generator, [], average)
 
 
 def _fit(task_class, config, files, checkpoint, runtime, cache_dir, progress):
@@ -620,7 +635,7 @@ def _fit(task_class, config, files, checkpoint, runtime, cache_dir, progress):
         sampler.set_epoch(run.epoch)
         started = time.perf_counter()
         means = _train_epoch(run, net, task, faces, sampler, augment, runtime, config, files, progress)
-        task.end_epoch(run.model, faces)
+        task.end_epoch(run.scored, faces)
         seconds = time.perf_counter() - started
         run.epoch += 1
         row = dict(
@@ -631,18 +646,19 @@ def _fit(task_class, config, files, checkpoint, runtime, cache_dir, progress):
             images_per_s=round(len(sampler) * p * k * runtime.world_size / seconds, 1),
         )
         if validation is not None:
-            row["val_accuracy"] = validation.accuracy(run.model)
+            row["val_accuracy"] = validation.accuracy(run.scored)
         run.history.append(row)
         score = row.get("val_accuracy", run.epoch)  # without validation pairs the latest epoch is the best
         improved, run.best = score >= run.best, max(run.best, score)
         rng = _gather(runtime, _rng_state(run.generator))
         if runtime.is_main:
-            state = dict(kind=config.kind, config=run_config, **run.state(rng), **task.checkpoint_extras(run.model))
+            state = dict(kind=config.kind, config=run_config, **run.state(rng), **task.checkpoint_extras(run.scored))
             atomic_save(state, files["checkpoint"])
             if files.get("best") and improved:
                 best = {key: state[key] for key in _INFERENCE_KEYS if key in state}
+                best["model"] = run.scored.state_dict()
                 if validation is not None:  # the decision threshold `facelib verify` uses by default
-                    best["verification"] = validation.operating_point(run.model)
+                    best["verification"] = validation.operating_point(run.scored)
                 atomic_save(best, files["best"])
             atomic_write_text(files["metrics"], pd.DataFrame(run.history).to_csv(index=False))
             per_epoch = (time.perf_counter() - loop_started) / (run.epoch - first_epoch)
@@ -690,6 +706,8 @@ def _train_epoch(run, net, task, faces, sampler, augment, runtime, config, files
             optimizer.zero_grad(set_to_none=True)
         total.backward()
         run.optimizer.step()
+        if run.average is not None:
+            run.average.update_parameters(run.model)
         _average_gradients(runtime, run.criterion)
         run.criterion.step(run.criterion_optimizers)
         run.scheduler.step()

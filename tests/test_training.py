@@ -177,8 +177,9 @@ def test_unknown_triplet_scale_stops_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monkeypatch):
-    identity_run(tiny_data, tmp_path / "straight", epochs=2, seed=3)
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monkeypatch, ema):
+    identity_run(tiny_data, tmp_path / "straight", epochs=2, seed=3, ema=ema)
 
     # interrupt the second run during epoch 2 (a failing loss), then resume it
     calls = {"n": 0}
@@ -193,16 +194,18 @@ def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monke
 
     monkeypatch.setattr(losses.TriarchyCriterion, "forward", failing)
     with pytest.raises(KeyboardInterrupt):
-        identity_run(tiny_data, tmp_path / "resumed", epochs=2, seed=3)
+        identity_run(tiny_data, tmp_path / "resumed", epochs=2, seed=3, ema=ema)
     assert models.read_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
     monkeypatch.setattr(losses.TriarchyCriterion, "forward", original)
-    identity_run(tiny_data, tmp_path / "resumed", epochs=2, seed=3, resume=True)
+    identity_run(tiny_data, tmp_path / "resumed", epochs=2, seed=3, ema=ema, resume=True)
 
     a, b = (
         models.read_checkpoint(tmp_path / "straight" / "last.pt"),
         models.read_checkpoint(tmp_path / "resumed" / "last.pt"),
     )
     assert all(torch.equal(a["model"][name], b["model"][name]) for name in a["model"])
+    assert ("average" in a) == bool(ema)
+    assert all(torch.equal(a["average"][name], b["average"][name]) for name in a.get("average", {}))
     assert torch.equal(a["criterion"]["center_loss.centers"], b["criterion"]["center_loss.centers"])
     assert pd.read_csv(tmp_path / "resumed" / "metrics.csv")["epoch"].tolist() == [1, 2]
     # resuming the finished run returns its model without decoding a face
@@ -330,9 +333,11 @@ def test_augmentation_recipes_by_name(tiny_data, tmp_path):
     [
         ("margin", "sphereface", "margin: expected one of none, cosface, arcface, got 'sphereface'"),
         ("head", "gem", "head: expected one of gap, gdc, got 'gem'"),
+        ("ema", 1.0, r"ema: expected a decay from 0 \(none\) up to 1, not included, got 1.0"),
+        ("ema", -0.5, "ema: expected a decay from 0"),
     ],
 )
-def test_unknown_margin_or_head_stops_before_training(tmp_path, option, value, message):
+def test_a_bad_margin_head_or_ema_stops_before_training(tmp_path, option, value, message):
     with pytest.raises(FacelibError, match=message):
         identity_run(tmp_path / "no-data", tmp_path / "run", **{option: value})
     assert not (tmp_path / "run").exists()
@@ -349,3 +354,25 @@ def test_margin_and_head_build_the_model_and_criterion_they_name(tmp_path):
     model, criterion = training.IdentityTask(IdentityConfig(tmp_path, model="baseline"), images).build()
     assert isinstance(model.classifier, torch.nn.Linear) and model.embedder.head == "gap"
     assert isinstance(criterion.identity_loss.margin_logits, losses.PlainLogits)
+
+
+def test_a_weight_average_is_what_validation_scores_and_the_best_model_holds(tiny_data, tmp_path):
+    plain = models.read_checkpoint(identity_run(tiny_data, tmp_path / "plain", epochs=1).with_name("last.pt"))
+    best = identity_run(tiny_data, tmp_path / "averaged", epochs=1, ema=0.9)
+    last = models.read_checkpoint(best.with_name("last.pt"))
+    # the average rides along: the trained weights are those of the same run without it (the centre aside)
+    trained = [name for name in plain["model"] if name != "embedder.centre"]
+    assert all(torch.equal(plain["model"][name], last["model"][name]) for name in trained)
+    average = {name.removeprefix("module."): value for name, value in last["average"].items() if name != "n_averaged"}
+    steps = json.loads((best.parent / "config.json").read_text())["steps_per_epoch"]
+    assert int(last["average"]["n_averaged"]) == steps  # updated after every step
+    stored = models.read_checkpoint(best)
+    weight = "embedder.embedding.weight"
+    assert torch.equal(stored["model"][weight], average[weight])
+    assert not torch.equal(stored["model"][weight], last["model"][weight])
+    # the inference network and its centre are the average's: measured on it, not on the trained weights
+    embedder = models.load_embedder(best)
+    assert torch.equal(embedder.embedding.weight, average[weight])
+    assert embedder.centre.norm() > 0 and torch.equal(embedder.centre, average["embedder.centre"])
+    assert not last["model"]["embedder.centre"].any()
+    assert stored["config"]["settings"]["ema"] == 0.9
