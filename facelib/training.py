@@ -16,8 +16,9 @@ Run files (RUN = `out`):
     identity: model.pt (best validation accuracy, with its threshold under "verification"; the last epoch
              where there are no validation pairs, then without a threshold),
              last.pt (resumable checkpoint), metrics.csv, config.json (+ inference_parameters), train.log
-    With a weight average (IdentityConfig.ema) validation scores the average, model.pt holds it, and last.pt
-    holds the trained weights under "model" (what `init` and a resume read) beside the average.
+    With a weight average (IdentityConfig.ema) validation scores the average and model.pt holds it; last.pt keeps
+    the trained weights under "model" (what `init` and a resume read), the average under "average" and the
+    average's inference network under "embedder" (what `evaluate` reads).
 
 Under `torchrun --nproc_per_node=N` the same functions use DistributedDataParallel (gloo on CPU, nccl on
 GPU); every rank draws its own PK batches and only rank 0 writes files.
