@@ -376,3 +376,13 @@ def test_a_weight_average_is_what_validation_scores_and_the_best_model_holds(tin
     assert embedder.centre.norm() > 0 and torch.equal(embedder.centre, average["embedder.centre"])
     assert not last["model"]["embedder.centre"].any()
     assert stored["config"]["settings"]["ema"] == 0.9
+    # the epoch's validation accuracy is the average's: the same pairs scored again with its weights give it
+    config = IdentityConfig(tiny_data, ema=0.9, **FAST)
+    data = layouts.load(tiny_data)
+    images, pairs = training.IdentityTask.select(config, data)
+    averaged, _ = training.IdentityTask(config, images).build()
+    averaged.load_state_dict(average)
+    validation = training._Validation(pairs, data.images, config, "cpu", None, progress=False)
+    scored = pd.read_csv(best.parent / "metrics.csv")["val_accuracy"].tolist()
+    assert scored == [validation.accuracy(averaged)]
+    assert scored != pd.read_csv(tmp_path / "plain" / "metrics.csv")["val_accuracy"].tolist()  # the trained weights'
