@@ -243,20 +243,16 @@ def run_folder(args, name, epochs, **shaping):
     return args.runs / f"{name}-s{args.image_size}-e{epochs}-b{p}x{k}{extra}-seed{args.seed}"
 
 
-def completed_epochs(checkpoint_path):
-    return models.read_checkpoint(checkpoint_path)["epoch"] if checkpoint_path.is_file() else 0
-
-
-def train(trainer, make_config, epochs, out, checkpoint_name):
+def train(trainer, make_config, out, checkpoint_name):
     """Reuse a finished run, resume an interrupted one, else start it. make_config is called only to train, so a
     finished run needs nothing its config would make (the synthetic start's set)."""
-    done = completed_epochs(out / checkpoint_name)
-    if done >= epochs:
-        log.info("reusing %s (%d epochs done)", out, done)
+    checkpoint = out / checkpoint_name
+    if training.finished(checkpoint):
+        log.info("reusing %s", out)
     else:
-        log.info("%s %s (%d of %d epochs done)", "resuming" if done else "training", out, done, epochs)
-        trainer(make_config(), out, resume=done > 0)
-    return out / checkpoint_name
+        log.info("%s %s", "resuming" if checkpoint.is_file() else "training", out)
+        trainer(make_config(), out, resume=checkpoint.is_file())
+    return checkpoint
 
 
 def shared_overrides(args):
@@ -274,7 +270,7 @@ def shared_overrides(args):
 def train_pretext(args):
     out = run_folder(args, "pretext", args.pretext_epochs, faces=aligned_faces(args))
     config = functools.partial(PretextConfig, args.data, epochs=args.pretext_epochs, **shared_overrides(args))
-    return train(training.train_pretext, config, args.pretext_epochs, out, "pretext.pt")
+    return train(training.train_pretext, config, out, "pretext.pt")
 
 
 def train_synthetic(args, pretext):
@@ -303,7 +299,7 @@ def train_synthetic(args, pretext):
         device=args.device,
         **({"lr": args.lr} if args.lr else {}),
     )
-    return train(training.train_identity, config, args.pretrain_epochs, out, "last.pt")
+    return train(training.train_identity, config, out, "last.pt")
 
 
 def non_default_style(args):
@@ -383,7 +379,7 @@ def train_network(args, method, init):
         **{name: getattr(args, name) for name in LEVERS},
         **{name: getattr(args, name) for name in optional if getattr(args, name) is not None},
     )
-    train(training.train_identity, config, args.epochs, out, "last.pt")
+    train(training.train_identity, config, out, "last.pt")
     return out
 
 

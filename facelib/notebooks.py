@@ -102,20 +102,15 @@ class Settings:
         run's image size and batch; its last checkpoint, or None where the profile has no synthetic start."""
         if not self.synthetic_start:
             return None
-        from facelib import models, recipe, training
+        from facelib import recipe, training
 
         identity = self.identity_config()
         asked = dict(image_size=identity.image_size, batch=identity.batch, seed=self.seed)
         last = self.path(SYNTHETIC_START) / "last.pt"
-        if last.is_file():
-            checkpoint = models.read_checkpoint(last)
-            stored = checkpoint["config"]["settings"]
-            # the checkpoint stores the batch as a JSON list
-            as_asked = {name: stored[name] for name in asked} == {**asked, "batch": list(identity.batch)}
-            # a finished start as asked is returned before its config would make the set again (if deleted since);
-            # one trained otherwise goes on to training's resume, which warns about each setting that differs
-            if as_asked and checkpoint["epoch"] >= stored["epochs"]:
-                return last
+        # a finished start as asked is returned before its config would make the set again (if deleted since);
+        # one trained otherwise goes on to training's resume, which warns about each setting that differs
+        if training.finished(last, **asked):
+            return last
         config = recipe.synthetic_start(self.synthetic_start, **asked, device=self.device)
         training.train_identity(config, last.parent, resume=last.exists())
         return last

@@ -34,6 +34,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -90,6 +91,23 @@ def train_identity(config, out, *, resume=False, overwrite=False, cache_dir=None
             "with this batch its anchors lack a positive or a negative"
         )
     return _run(config, out, resume, overwrite, cache_dir, progress)
+
+
+def finished(checkpoint_path, **settings):
+    """Whether the checkpoint at `checkpoint_path` (pretext.pt, last.pt) is of a run that trained all its epochs,
+    with each of `settings` (config fields) where given; False where there is no checkpoint yet. For a finished
+    run a caller skips making what only training needs (a synthetic start's set): training would return it as is.
+    """
+    if not Path(checkpoint_path).is_file():
+        return False
+    checkpoint = models.read_checkpoint(checkpoint_path)
+    stored = checkpoint["config"]["settings"]
+    asked = json.loads(json.dumps(settings))  # as a checkpoint stores them: a tuple (the batch) is a list
+    return _trained_all_epochs(checkpoint) and all(stored.get(name) == value for name, value in asked.items())
+
+
+def _trained_all_epochs(checkpoint):
+    return checkpoint["epoch"] >= checkpoint["config"]["settings"]["epochs"]
 
 
 # ----------------------------------------------------------------------------------------------- pretext labels
@@ -574,7 +592,7 @@ def _fit(task_class, config, files, checkpoint, runtime, cache_dir, progress):
     task = task_class(config, images)
     if checkpoint is not None:
         _check_same_data(checkpoint, images, task, data.root, files["checkpoint"])
-        if checkpoint["epoch"] >= config.epochs:  # finished (the notebooks resume every run): nothing to decode
+        if _trained_all_epochs(checkpoint):  # finished (the notebooks resume every run): nothing to decode
             return files.get("best", files["checkpoint"])
     size, align = config.image_size, config.align
     faces = _load_faces(runtime, images, size, align, cache_dir, progress)

@@ -195,7 +195,8 @@ def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monke
     monkeypatch.setattr(losses.TriarchyCriterion, "forward", failing)
     with pytest.raises(KeyboardInterrupt):
         identity_run(tiny_data, tmp_path / "resumed", epochs=2, seed=3, ema=ema)
-    assert models.read_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    last = tmp_path / "resumed" / "last.pt"
+    assert models.read_checkpoint(last)["epoch"] == 1 and not training.finished(last)
     monkeypatch.setattr(losses.TriarchyCriterion, "forward", original)
     identity_run(tiny_data, tmp_path / "resumed", epochs=2, seed=3, ema=ema, resume=True)
 
@@ -208,6 +209,10 @@ def test_resume_after_a_stop_reaches_the_same_weights(tiny_data, tmp_path, monke
     assert all(torch.equal(a["average"][name], b["average"][name]) for name in a.get("average", {}))
     assert torch.equal(a["criterion"]["center_loss.centers"], b["criterion"]["center_loss.centers"])
     assert pd.read_csv(tmp_path / "resumed" / "metrics.csv")["epoch"].tolist() == [1, 2]
+    # finished: with the settings it trained with (a batch given as a tuple, as configs hold it), not with others
+    batch = tuple(b["config"]["settings"]["batch"])
+    assert training.finished(last) and training.finished(last, seed=3, batch=batch)
+    assert not training.finished(last, seed=4) and not training.finished(tmp_path / "never" / "last.pt")
     # resuming the finished run returns its model without decoding a face
     monkeypatch.setattr(training, "load_images", lambda *args, **kwargs: pytest.fail("a finished run decoded faces"))
     assert (
