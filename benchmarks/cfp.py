@@ -433,12 +433,14 @@ class CohortNormalised(embedding.Embeddings):
 
     cohort: np.ndarray = None
 
-    def scores(self, pairs, metric="cosine"):
+    def __post_init__(self):  # each face's statistics once, for every protocol's pairs
         top = -np.sort(-(self.vectors @ self.cohort.T), axis=1)[:, :AS_NORM_TOP]
-        mean, spread = top.mean(axis=1), top.std(axis=1)
+        self.mean, self.spread = top.mean(axis=1), top.std(axis=1)
+
+    def scores(self, pairs, metric="cosine"):
         a, b = self.rows(pairs["a"]), self.rows(pairs["b"])
         cosine = super().scores(pairs, metric)
-        return 0.5 * ((cosine - mean[a]) / spread[a] + (cosine - mean[b]) / spread[b])
+        return 0.5 * ((cosine - self.mean[a]) / self.spread[a] + (cosine - self.mean[b]) / self.spread[b])
 
 
 def score(images, pairs, vectors, cohort=None):
@@ -461,7 +463,8 @@ def network_row(args, method, init, images, pairs, train_sample):
     out = train_network(args, method, init)
     started = time.perf_counter()
     best = models.read_checkpoint(out / "model.pt")
-    row = score(images, pairs, network_vectors(out / "model.pt", images, True, args.device))
+    vectors = network_vectors(out / "model.pt", images, True, args.device)
+    row = score(images, pairs, vectors)
     row["variants"] = {  # what test-time flipping and the fold-9 epoch choice are worth
         "no_flip": score(images, pairs, network_vectors(out / "model.pt", images, False, args.device)),
         "last_epoch": score(images, pairs, network_vectors(out / "last.pt", images, True, args.device)),
@@ -476,7 +479,6 @@ def network_row(args, method, init, images, pairs, train_sample):
     # the embedding does beyond centring (it equalises the dimensions' scales before the cosine)
     reference = network_vectors(out / "model.pt", train_sample, True, args.device)
     spread = reference.std(axis=0) + 1e-8
-    vectors = network_vectors(out / "model.pt", images, True, args.device)
     row["variants"]["standardised"] = score(images, pairs, (vectors - reference.mean(axis=0)) / spread)
     # per-face score normalisation against the same training faces: it removes a face's pose-dependent score offset
     row["variants"]["as_norm"] = score(images, pairs, vectors, cohort=reference)
