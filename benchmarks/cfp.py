@@ -126,7 +126,7 @@ FULL = dict(
 )
 QUICK = FULL | dict(image_size=32, pretrain_synthetic=40, pretext_epochs=1, epochs=2, lr=None, classical_size=32)
 # The identity-training levers this script passes on; None (not given) keeps the recipe's default.
-LEVERS = ("triplet_scale", "centre", "pose_aware", "canonical_facing", "margin", "head", "ema")
+LEVERS = ("triplet_scale", "centre", "pose_aware", "canonical_facing", "margin", "head", "last_stride", "ema")
 
 log = logging.getLogger("benchmarks.cfp")
 
@@ -174,6 +174,12 @@ def parse_args(argv=None):
     parser.add_argument("--margin", choices=recipe.MARGINS, help="margin softmax (facelib.losses)")
     parser.add_argument("--head", choices=recipe.EMBEDDING_HEADS, help="embedding head (facelib.models.EmbeddingNet)")
     parser.add_argument(
+        "--last-stride",
+        type=int,
+        choices=recipe.LAST_STRIDES,
+        help="stride of the backbone's last stride-2 stage (facelib.models.Backbone; default: 2, the original's)",
+    )
+    parser.add_argument(
         "--ema",
         type=options.cli_type(options.ema),
         metavar="DECAY",
@@ -204,7 +210,11 @@ def parse_args(argv=None):
     parser.add_argument("--augment", default="default", help="augmentation recipe (facelib.imagecache.AUGMENTATIONS)")
     parser.add_argument("--weight-decay", type=float, help="identity training weight decay (default: the recipe's)")
     parser.add_argument("--label-smoothing", type=float, help="default: the model's (recipe.MODEL_DEFAULTS)")
-    parser.add_argument("--center-weight", type=float, help="Triarchy's center-loss weight (default: the recipe's)")
+    parser.add_argument(
+        "--center-weight",
+        type=float,
+        help="center-loss weight (default: the model's, recipe.MODEL_DEFAULTS: Triarchy 5e-4, the Baseline 0, none)",
+    )
     parser.add_argument("--classical-size", type=int, help=f"face size for HOG (full: {FULL['classical_size']})")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=DEFAULT_METHODS)
     parser.add_argument("--seed", type=int, default=0)
@@ -332,6 +342,7 @@ def levers(args):
         center=args.center_weight,
         margin=None if args.margin == "none" else args.margin,
         head=None if args.head == "gap" else args.head,
+        stride=None if args.last_stride == 2 else args.last_stride,
         ema=args.ema or None,
     )
     return {name: value for name, value in chosen.items() if value is not None}
@@ -371,8 +382,7 @@ def train_network(args, method, init):
         centre="ed" if args.centre else None,
         **levers(args),
     )  # raw, uncentred runs keep their old names
-    # the center-loss weight is Triarchy's lever: the Baseline has no center loss (recipe.MODEL_DEFAULTS)
-    optional = ("lr", "weight_decay", "label_smoothing") + (("center_weight",) if kind == "triarchy" else ())
+    optional = ("lr", "weight_decay", "label_smoothing", "center_weight")
     config = functools.partial(
         IdentityConfig,
         args.data,

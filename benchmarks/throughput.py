@@ -140,14 +140,14 @@ def triarchy_criterion(num_ids):
     )
 
 
-def facelib_training(images, size, sampler, steps, compile_mode=None):
+def facelib_training(images, size, sampler, steps, compile_mode=None, last_stride=2):
     """images/s of facelib's training step; `compile_mode` wraps the model in torch.compile with that mode (the
-    compilation happens in the untimed warm-up steps)."""
+    compilation happens in the untimed warm-up steps); `last_stride` is the backbone's (facelib.models.Backbone)."""
     faces = load_images(images, size)
     labels = torch.from_numpy(pd.factorize(images["identity"])[0])
     num_ids = int(labels.max()) + 1
     torch.manual_seed(0)
-    model = models.Triarchy(num_ids).train()
+    model = models.Triarchy(num_ids, last_stride=last_stride).train()
     if compile_mode:
         model = torch.compile(model, mode=compile_mode)
     step = optimise(model, triarchy_criterion(num_ids))

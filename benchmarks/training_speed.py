@@ -1,4 +1,4 @@
-"""Training speed: what thread, allocator, batch and torch.compile settings give facelib's training step.
+"""Training speed: what thread, allocator, batch, torch.compile and last-stride settings give facelib's training step.
 
     .venv/bin/python benchmarks/training_speed.py [--data DATA] [--image-size 112] [--steps 10] [--note TEXT]
 
@@ -7,11 +7,12 @@ Run by hand on an otherwise idle machine. Writes benchmarks/results/training_spe
 
 Every variant times the same step as benchmarks/throughput.py (facelib's Triarchy training step on PK batches
 of the same images, Adam; median images/s after untimed warm-up steps, which is also where torch.compile
-compiles) and changes one setting of the reference: 2 threads, glibc malloc, batch 8 x 8, eager mode. Each
-variant runs in a fresh process, because the thread count and the allocator are fixed when a process starts
-(the allocator by LD_PRELOAD of Debian's libjemalloc2 / libtcmalloc-minimal4; a variant whose library is not
-installed is recorded as skipped). The library default (efficientnet_pytorch as it comes, per-sample PIL
-loading) is timed the same way, so every row also reads as a multiple of it: issue 13's 3x goal.
+compiles) and changes one setting of the reference: 2 threads, glibc malloc, batch 8 x 8, eager mode, the
+backbone's own last stride (2). Each variant runs in a fresh process, because the thread count and the allocator
+are fixed when a process starts (the allocator by LD_PRELOAD of Debian's libjemalloc2 / libtcmalloc-minimal4; a
+variant whose library is not installed is recorded as skipped). The library default (efficientnet_pytorch as it
+comes, per-sample PIL loading) is timed the same way, so every row also reads as a multiple of it: issue 13's 3x
+goal.
 """
 
 import argparse
@@ -47,8 +48,9 @@ VARIANTS = {
     "torch.compile, mode default": dict(compile="default"),
     "torch.compile, mode max-autotune-no-cudagraphs": dict(compile="max-autotune-no-cudagraphs"),
     "torch.compile, mode reduce-overhead": dict(compile="reduce-overhead"),
+    "last stride 1 (twice the last feature map's side)": dict(last_stride=1),
 }
-REFERENCE = dict(pipeline="facelib", threads=2, batch=(8, 8), allocator=None, compile=None, env={})
+REFERENCE = dict(pipeline="facelib", threads=2, batch=(8, 8), allocator=None, compile=None, env={}, last_stride=2)
 TIMEOUT_S = 900  # a compile mode that takes longer than this is recorded as timed out
 
 
@@ -64,7 +66,9 @@ def measure(settings, data, size, steps):
     sampler = PKSampler(images["identity"].to_numpy(), *settings["batch"], seed=0)
     if settings["pipeline"] == "library":
         return throughput.library_training(images, size, sampler, steps, workers=0)
-    return throughput.facelib_training(images, size, sampler, steps, compile_mode=settings["compile"])
+    return throughput.facelib_training(
+        images, size, sampler, steps, compile_mode=settings["compile"], last_stride=settings["last_stride"]
+    )
 
 
 def run_variant(name, args):

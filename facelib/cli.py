@@ -59,6 +59,7 @@ IDENTITY_OPTIONS = (
     "canonical_facing",
     "margin",
     "head",
+    "last_stride",
     "ema",
 )
 
@@ -312,6 +313,13 @@ def build_parser():
         "--head",
         choices=["gap", "gdc"],
         help="embedding head: gap (average pooling, the original) or gdc (global depthwise convolution)",
+    )
+    p.add_argument(
+        "--last-stride",
+        type=int,
+        choices=[2, 1],
+        help="stride of the backbone's last stride-2 stage: 2 (the original) or 1 (a last feature map of twice the "
+        "side, 7 x 7 at 112 px; same parameters, about 1.4x the training time)",
     )
     p.add_argument(
         "--ema",

@@ -125,9 +125,7 @@ def identity_accuracy(checkpoint, images, batch_size=128, device=None, cache_dir
     if state["kind"] not in models.MODELS:
         raise FacelibError(f"{checkpoint}: expected a triarchy or baseline checkpoint, found kind {state['kind']!r}")
     config = IdentityConfig.from_stored(state["config"]["settings"])  # older runs: their options' defaults filled in
-    model = models.MODELS[state["kind"]](
-        state["num_ids"], head=config.head, image_size=config.image_size, cosine=config.margin != "none"
-    )
+    model = models.identity_model(config, state["num_ids"])
     model.load_state_dict(state["model"])
     device = models.resolve_device(device)
     model.to(device).eval()

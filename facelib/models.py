@@ -9,9 +9,11 @@ Luo et al. 2019, moved after the classifier): the triplet and center losses see 
 BatchNorm-ed copy, while softmax sees a normalised space. Only backbone + embedding are kept for inference
 (`EmbeddingNet`, 4,663,420 parameters).
 
-Two options (training's `head` and `margin` settings):
+Three options (training's `head`, `last_stride` and `margin` settings):
     head "gdc"   the embedding is read from the last feature map through a global depthwise convolution
                  (`GlobalDepthwiseConv`) instead of its average; `EMBEDDING_HEADS`.
+    last_stride 1  the backbone's last stride-2 stage keeps its input's resolution (`Backbone`), so the last
+                 feature map has twice the side: 7 x 7 instead of 3 x 3 at 112 px; `LAST_STRIDES`.
     cosine       the classifier gives the cosines between the L2-normalised embedding and class weights
                  (`CosineClassifier`), for a margin softmax (facelib.losses.MARGINS).
 """
@@ -34,6 +36,7 @@ EMBEDDING_HEADS = ("gap", "gdc")  # global average pooling + Linear (the origina
 # EfficientNet-B0's five stride-2 stages: the last feature map's side is floor(size / 32) (the library pads as
 # for its 224 px inputs, so other sizes round down; checked for every size from 32 to 512 px)
 BACKBONE_STRIDE = 32
+LAST_STRIDES = (2, 1)  # the last stride-2 stage's stride: EfficientNet-B0's own (the original), or 1 (`Backbone`)
 
 
 class CheckpointError(FacelibError):
@@ -48,24 +51,37 @@ class Backbone(nn.Module):
     GPU convolution kernels prefer. BatchNorm running statistics use PyTorch's usual momentum 0.1: the
     library's default (TensorFlow's 0.99, i.e. 0.01 here) barely moves them in a short CPU run, and the
     model then gives near-constant outputs in eval mode.
+
+    last_stride 1: the first block of the last stride-2 stage (192 channels) keeps its input's resolution, as
+    reid's strong baseline does to ResNet-50 (Luo et al. 2019, the paper of the BNNeck): at 112 px the last
+    feature map is then 7 x 7, as in face networks built for 112 px (MobileFaceNet, ArcFace's ResNets), instead
+    of 3 x 3. Same weights and parameter count; that stage and the ones after it compute on 5x more positions.
     """
 
-    def __init__(self):
+    def __init__(self, last_stride=2):
         super().__init__()
+        if last_stride not in LAST_STRIDES:
+            raise ValueError(f"last_stride: expected one of {LAST_STRIDES}, got {last_stride!r}")
         self.net = EfficientNet.from_name("efficientnet-b0", include_top=False, batch_norm_momentum=0.9)
         self.net.set_swish(memory_efficient=False)
+        if last_stride == 1:
+            conv = [
+                block._depthwise_conv for block in self.net._blocks if tuple(block._depthwise_conv.stride) == (2, 2)
+            ][-1]
+            conv.stride = (1, 1)
+            conv.static_padding = nn.ZeroPad2d(conv.kernel_size[0] // 2)  # "same" padding at stride 1
         self.to(memory_format=torch.channels_last)
 
     def forward(self, images):
         return self.net(images).flatten(1)
 
     def feature_map(self, images):
-        """The last feature map [N, 1280, h, w] before pooling, h = w = feature_map_side(image size)."""
+        """The last feature map [N, 1280, h, w] before pooling, h = w = feature_map_side(image size, last stride)."""
         return self.net.extract_features(images)
 
 
-def feature_map_side(image_size):
-    return image_size // BACKBONE_STRIDE
+def feature_map_side(image_size, last_stride=2):
+    return image_size // (BACKBONE_STRIDE // 2 * last_stride)
 
 
 class GlobalDepthwiseConv(nn.Module):
@@ -115,16 +131,16 @@ class EmbeddingNet(nn.Module):
     around that direction; subtracting the mean before the cosine spreads the shell out.
     """
 
-    def __init__(self, embedding_dim=EMBEDDING_DIM, head="gap", image_size=None):
+    def __init__(self, embedding_dim=EMBEDDING_DIM, head="gap", image_size=None, last_stride=2):
         super().__init__()
         if head not in EMBEDDING_HEADS:
             raise ValueError(f"head: expected one of {', '.join(EMBEDDING_HEADS)}, got {head!r}")
         if head == "gdc" and image_size is None:
             raise ValueError("head gdc: the image size is needed (the depthwise kernel covers the feature map)")
-        self.head, self.image_size = head, image_size
-        self.backbone = Backbone()
+        self.head, self.image_size, self.last_stride = head, image_size, last_stride
+        self.backbone = Backbone(last_stride)
         gdc = head == "gdc"
-        self.pool = GlobalDepthwiseConv(feature_map_side(image_size)) if gdc else nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalDepthwiseConv(feature_map_side(image_size, last_stride)) if gdc else nn.AdaptiveAvgPool2d(1)
         self.embedding = nn.Linear(FEATURE_DIM, embedding_dim, bias=not gdc)
         self.embedding_norm = nn.BatchNorm1d(embedding_dim) if gdc else nn.Identity()
         self.register_buffer("centre", torch.zeros(embedding_dim))
@@ -165,9 +181,9 @@ class Triarchy(nn.Module):
     every class's logit over the batch (and the cosines are already normalised).
     """
 
-    def __init__(self, num_ids, embedding_dim=EMBEDDING_DIM, head="gap", image_size=None, cosine=False):
+    def __init__(self, num_ids, embedding_dim=EMBEDDING_DIM, head="gap", image_size=None, cosine=False, last_stride=2):
         super().__init__()
-        self.embedder = EmbeddingNet(embedding_dim, head, image_size)
+        self.embedder = EmbeddingNet(embedding_dim, head, image_size, last_stride)
         self.classifier = CosineClassifier(embedding_dim, num_ids) if cosine else nn.Linear(embedding_dim, num_ids)
         self.logit_bn = nn.Identity() if cosine else nn.BatchNorm1d(num_ids)
 
@@ -182,9 +198,9 @@ class Baseline(nn.Module):
     cosine: a `CosineClassifier` on the BatchNorm-ed embedding, for a margin softmax.
     """
 
-    def __init__(self, num_ids, embedding_dim=EMBEDDING_DIM, head="gap", image_size=None, cosine=False):
+    def __init__(self, num_ids, embedding_dim=EMBEDDING_DIM, head="gap", image_size=None, cosine=False, last_stride=2):
         super().__init__()
-        self.embedder = EmbeddingNet(embedding_dim, head, image_size)
+        self.embedder = EmbeddingNet(embedding_dim, head, image_size, last_stride)
         self.embedding_bn = nn.BatchNorm1d(embedding_dim)
         self.classifier = CosineClassifier(embedding_dim, num_ids) if cosine else nn.Linear(embedding_dim, num_ids)
 
@@ -194,6 +210,17 @@ class Baseline(nn.Module):
 
 
 MODELS = {"triarchy": Triarchy, "baseline": Baseline}
+
+
+def identity_model(config, num_ids):
+    """The untrained Triarchy or Baseline of a run's config (facelib.recipe.IdentityConfig) for `num_ids` people."""
+    return MODELS[config.model](
+        num_ids,
+        head=config.head,
+        image_size=config.image_size,
+        cosine=config.margin != "none",
+        last_stride=config.last_stride,
+    )
 
 
 def count_parameters(model):
@@ -209,7 +236,7 @@ def export_embedder(model):
     embedder's `centre` is measured on the exported outputs (`measure_centre`), so it needs no folding.
     """
     embedder = model.embedder
-    exported = EmbeddingNet(embedder.embedding.out_features, embedder.head, embedder.image_size)
+    exported = EmbeddingNet(embedder.embedding.out_features, embedder.head, embedder.image_size, embedder.last_stride)
     exported.load_state_dict(embedder.state_dict())
     if isinstance(model, Baseline):
         bn, layer = model.embedding_bn, exported.output_layer
@@ -310,8 +337,10 @@ def load_embedder(path, device="cpu"):
         model = Backbone()
         state = backbone_state(checkpoint["model"], "backbone.")
     else:
-        head = checkpoint["config"].get("settings", {}).get("head", "gap")  # runs before the option: "gap"
-        model = EmbeddingNet(head=head, image_size=image_size)
+        settings = checkpoint["config"].get("settings", {})  # runs before each option: its original value
+        model = EmbeddingNet(
+            head=settings.get("head", "gap"), image_size=image_size, last_stride=settings.get("last_stride", 2)
+        )
         state = checkpoint.get("embedder")
         if state is None:
             raise CheckpointError(f"{path}: identity checkpoint without exported 'embedder' weights")

@@ -31,6 +31,7 @@ MODEL_NAMES = ("triarchy", "baseline")  # facelib.models.MODELS, named here so a
 TRIPLET_SCALES = ("raw", "unit", "batch")  # facelib.losses.SoftMarginTriplet's distances
 MARGINS = ("none", "cosface", "arcface")  # facelib.losses.MARGIN_LOGITS
 EMBEDDING_HEADS = ("gap", "gdc")  # facelib.models.EmbeddingNet's heads
+LAST_STRIDES = (2, 1)  # facelib.models.LAST_STRIDES
 
 # What makes the Baseline the original's ablation beyond its architecture (BatchNorm after the embedding,
 # facelib.models.Baseline): plain softmax without label smoothing, and no center loss.
@@ -162,9 +163,11 @@ class IdentityConfig(TrainingConfig):
     every face whose facing is known is shown turned one way (facelib.poses.CANONICAL_FACING; the others mirrored),
     in training, where such faces are never flipped at random, and at test (facelib.embedding). margin: a margin
     softmax on cosines (facelib.losses). head: how the embedding is read from the backbone
-    (facelib.models.EmbeddingNet). ema: the decay of an exponential moving average of the weights, updated after
-    every step (0: none, the original); where set, the average is what validation scores and what the best model
-    (model.pt) holds, as in timm's ModelEmaV2 (its BatchNorm statistics are averaged too).
+    (facelib.models.EmbeddingNet). last_stride: the stride of the backbone's last stride-2 stage, 2 (the original)
+    or 1, which doubles the last feature map's side (facelib.models.Backbone). ema: the decay of an exponential
+    moving average of the weights, updated after every step (0: none, the original); where set, the average is what
+    validation scores and what the best model (model.pt) holds, as in timm's ModelEmaV2 (its BatchNorm statistics
+    are averaged too).
     """
 
     epochs: int = 40
@@ -182,6 +185,7 @@ class IdentityConfig(TrainingConfig):
     canonical_facing: bool = False
     margin: str = "none"
     head: str = "gap"
+    last_stride: int = 2
     ema: float = 0.0
 
     naming: typing.ClassVar[tuple] = ("data_root", "model")
@@ -218,6 +222,7 @@ class IdentityConfig(TrainingConfig):
         yield "canonical_facing", _boolean("canonical_facing", self.canonical_facing)
         yield "margin", _choice("margin", self.margin, MARGINS)
         yield "head", _choice("head", self.head, EMBEDDING_HEADS)
+        yield "last_stride", _choice("last_stride", self.last_stride, LAST_STRIDES)
         yield "ema", options.ema(self.ema)
         if self.train_folds and self.val_folds and set(self.train_folds) & set(self.val_folds):
             raise FacelibError(f"--train-folds {self.train_folds} and --val-folds {self.val_folds} overlap")
@@ -263,6 +268,7 @@ def from_legacy(settings):
         for name, before in (
             ("margin", "none"),
             ("head", "gap"),
+            ("last_stride", 2),
             ("pose_aware", False),
             ("canonical_facing", False),
             ("val_folds", None),
@@ -280,7 +286,7 @@ def from_legacy(settings):
 
 def _choice(name, value, allowed):
     if value not in allowed:
-        raise options.OptionError(name, f"expected one of {', '.join(allowed)}, got {value!r}")
+        raise options.OptionError(name, f"expected one of {', '.join(map(str, allowed))}, got {value!r}")
     return value
 
 

@@ -256,9 +256,7 @@ class IdentityTask:
 
     def build(self):
         c = self.config
-        model = models.MODELS[c.model](
-            num_ids=len(self.identities), head=c.head, image_size=c.image_size, cosine=c.margin != "none"
-        )
+        model = models.identity_model(c, len(self.identities))
         if c.init:
             models.load_backbone_from(model, c.init)
         return model, identity_criterion(c, len(self.identities))

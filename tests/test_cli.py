@@ -110,20 +110,26 @@ def test_pose_aware_and_augment_reach_the_trainer(monkeypatch, flag, pose_aware,
 
 
 @pytest.mark.parametrize(
-    "flag, margin, head", [([], "none", "gap"), (["--margin", "cosface", "--head", "gdc"], "cosface", "gdc")]
+    "flag, margin, head, last_stride",
+    [
+        ([], "none", "gap", 2),
+        (["--margin", "cosface", "--head", "gdc", "--last-stride", "1"], "cosface", "gdc", 1),
+    ],
 )
-def test_margin_and_head_reach_the_trainer(monkeypatch, flag, margin, head):
+def test_margin_head_and_last_stride_reach_the_trainer(monkeypatch, flag, margin, head, last_stride):
     from facelib import losses, models
 
     [config] = configs_given(monkeypatch, "train", flag)
-    assert (config.margin, config.head) == (margin, head)
+    assert (config.margin, config.head, config.last_stride) == (margin, head, last_stride)
     # the command line names the values itself (without importing torch): it accepts every one training does
-    for option, values in (("--margin", losses.MARGINS), ("--head", models.EMBEDDING_HEADS)):
+    for option, values in (
+        ("--margin", losses.MARGINS),
+        ("--head", models.EMBEDDING_HEADS),
+        ("--last-stride", models.LAST_STRIDES),
+    ):
         for value in values:
-            assert (
-                getattr(build_parser().parse_args(["train", "DATA", "--out", "RUN", option, value]), option[2:])
-                == value
-            )
+            parsed = build_parser().parse_args(["train", "DATA", "--out", "RUN", option, str(value)])
+            assert getattr(parsed, option[2:].replace("-", "_")) == value
 
 
 @pytest.fixture(scope="module")

@@ -186,25 +186,28 @@ def with_statistics_of(net, faces):
     return net.eval()
 
 
-def test_a_cosface_gdc_run_trains_reloads_and_exports(tmp_path):
-    """A margin softmax with the GDC head: the run stores its options, its inference net has the GDC head's
-    parameter count, and export_onnx writes it; the ONNX graph of a GDC net gives torch's embeddings."""
+def test_a_cosface_gdc_last_stride_run_trains_reloads_and_exports(tmp_path):
+    """A margin softmax with the GDC head on a last stride of 1: the run stores its options, its inference net is
+    rebuilt with them (the GDC head's parameter count over a 4 x 4 map at 64 px), and export_onnx writes it; the
+    ONNX graph of that net gives torch's embeddings."""
     from test_training import write_tiny_kface
 
     from facelib import training
     from facelib.recipe import IdentityConfig
 
     data = write_tiny_kface(tmp_path / "data")
-    config = IdentityConfig(data, image_size=64, epochs=12, lr=3e-3, batch=(2, 4), margin="cosface", head="gdc")
+    config = IdentityConfig(
+        data, image_size=64, epochs=12, lr=3e-3, batch=(2, 4), margin="cosface", head="gdc", last_stride=1
+    )
     model = training.train_identity(config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
     checkpoint = models.read_checkpoint(model)
-    assert {key: checkpoint["config"]["settings"][key] for key in ("margin", "head")} == dict(
-        margin="cosface", head="gdc"
+    assert {key: checkpoint["config"]["settings"][key] for key in ("margin", "head", "last_stride")} == dict(
+        margin="cosface", head="gdc", last_stride=1
     )
-    assert checkpoint["config"]["inference_parameters"] == 4_671_612
+    assert checkpoint["config"]["inference_parameters"] == 4_686_972
     assert "logit_bn.weight" not in checkpoint["model"]  # no logit BatchNorm on the cosines
     net = models.load_embedder(model)
-    assert net.head == "gdc" and models.count_parameters(net) == 4_671_612
+    assert (net.head, net.last_stride) == ("gdc", 1) and models.count_parameters(net) == 4_686_972
     exported_path = export.export_onnx(model, tmp_path / "model.onnx")
     meta = {p.key: p.value for p in onnx.load(exported_path).metadata_props}
     assert meta["facelib.kind"] == net.kind and meta["facelib.source"] == "model.pt"

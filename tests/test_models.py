@@ -10,6 +10,7 @@ from facelib.models import (
     Triarchy,
     count_parameters,
     export_embedder,
+    feature_map_side,
     load_backbone_from,
     load_embedder,
     measure_centre,
@@ -147,6 +148,22 @@ def test_gdc_head_covers_the_whole_last_feature_map_within_5m_parameters(size, s
     gdc_extra = 1280 * side * side + 2 * 1280 + 2 * 512 - 512
     assert count_parameters(net) == parameters == 4_663_420 + gdc_extra <= 5_000_000
     assert count_parameters(EmbeddingNet(image_size=size)) == 4_663_420
+
+
+@pytest.mark.parametrize("size, side", [(64, 4), (100, 6), (112, 7), (128, 8)])
+def test_last_stride_one_keeps_twice_the_resolution_with_the_same_weights(size, side):
+    original, kept = EmbeddingNet(image_size=size).eval(), EmbeddingNet(image_size=size, last_stride=1).eval()
+    kept.load_state_dict(original.state_dict())  # one set of weights fits both: a stride has no parameters
+    x = images(2, size)
+    with torch.no_grad():
+        assert original.backbone.feature_map(x).shape[-1] == feature_map_side(size) == side // 2
+        assert kept.backbone.feature_map(x).shape == (2, 1280, side, side) and feature_map_side(size, 1) == side
+        assert kept(x).shape == (2, 512)
+    assert count_parameters(kept) == 4_663_420
+    gdc = EmbeddingNet(head="gdc", image_size=size, last_stride=1)
+    assert gdc.pool.conv.weight.shape == (1280, 1, side, side)
+    with pytest.raises(ValueError, match=r"last_stride: expected one of \(2, 1\), got 3"):
+        EmbeddingNet(last_stride=3)
 
 
 def test_gdc_head_weighs_positions_where_average_pooling_cannot():

@@ -76,6 +76,7 @@ def test_the_recipe_names_what_the_registries_build():
     assert recipe.TRIPLET_SCALES == losses.TRIPLET_SCALES
     assert recipe.MARGINS == tuple(losses.MARGINS)
     assert recipe.EMBEDDING_HEADS == models.EMBEDDING_HEADS
+    assert recipe.LAST_STRIDES == models.LAST_STRIDES
 
 
 LEGACY_BASELINE = {  # a Baseline's settings as checkpoints stored them before facelib.recipe
