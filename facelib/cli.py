@@ -318,8 +318,9 @@ def build_parser():
         "--last-stride",
         type=int,
         choices=[2, 1],
-        help="stride of the backbone's last stride-2 stage: 2 (the original) or 1 (a last feature map of twice the "
-        "side, 7 x 7 at 112 px; same parameters, about 1.4x the training time)",
+        help="stride of the backbone's last stride-2 stage: 2 (the original) or 1 (a last feature map of 1/16 of the "
+        "input's side instead of 1/32: 7 x 7 at 112 px instead of 3 x 3; same parameters, about 1.4x the training "
+        "time)",
     )
     p.add_argument(
         "--ema",

@@ -13,7 +13,8 @@ Three options (training's `head`, `last_stride` and `margin` settings):
     head "gdc"   the embedding is read from the last feature map through a global depthwise convolution
                  (`GlobalDepthwiseConv`) instead of its average; `EMBEDDING_HEADS`.
     last_stride 1  the backbone's last stride-2 stage keeps its input's resolution (`Backbone`), so the last
-                 feature map has twice the side: 7 x 7 instead of 3 x 3 at 112 px; `LAST_STRIDES`.
+                 feature map's side is 1/16 of the input's instead of 1/32: 7 x 7 instead of 3 x 3 at 112 px;
+                 `LAST_STRIDES`.
     cosine       the classifier gives the cosines between the L2-normalised embedding and class weights
                  (`CosineClassifier`), for a margin softmax (facelib.losses.MARGINS).
 """

@@ -164,10 +164,10 @@ class IdentityConfig(TrainingConfig):
     in training, where such faces are never flipped at random, and at test (facelib.embedding). margin: a margin
     softmax on cosines (facelib.losses). head: how the embedding is read from the backbone
     (facelib.models.EmbeddingNet). last_stride: the stride of the backbone's last stride-2 stage, 2 (the original)
-    or 1, which doubles the last feature map's side (facelib.models.Backbone). ema: the decay of an exponential
-    moving average of the weights, updated after every step (0: none, the original); where set, the average is what
-    validation scores and what the best model (model.pt) holds, as in timm's ModelEmaV2 (its BatchNorm statistics
-    are averaged too).
+    or 1, which makes the last feature map's side 1/16 of the input's instead of 1/32 (facelib.models.Backbone).
+    ema: the decay of an exponential moving average of the weights, updated after every step (0: none, the
+    original); where set, the average is what validation scores and what the best model (model.pt) holds, as in
+    timm's ModelEmaV2 (its BatchNorm statistics are averaged too).
     """
 
     epochs: int = 40
