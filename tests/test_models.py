@@ -151,7 +151,7 @@ def test_gdc_head_covers_the_whole_last_feature_map_within_5m_parameters(size, s
 
 
 @pytest.mark.parametrize("size, side", [(64, 4), (100, 6), (112, 7), (128, 8)])
-def test_last_stride_one_keeps_twice_the_resolution_with_the_same_weights(size, side):
+def test_last_stride_one_keeps_the_last_stages_input_resolution_with_the_same_weights(size, side):
     original, kept = EmbeddingNet(image_size=size).eval(), EmbeddingNet(image_size=size, last_stride=1).eval()
     kept.load_state_dict(original.state_dict())  # one set of weights fits both: a stride has no parameters
     x = images(2, size)
