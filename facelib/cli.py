@@ -319,8 +319,8 @@ def build_parser():
         type=int,
         choices=[2, 1],
         help="stride of the backbone's last stride-2 stage: 2 (the original) or 1 (a last feature map of 1/16 of the "
-        "input's side instead of 1/32: 7 x 7 at 112 px instead of 3 x 3; same parameters, about 1.4x the training "
-        "time)",
+        "input's side instead of 1/32: 7 x 7 at 112 px instead of 3 x 3; same parameters, about 1.3x the "
+        "time of a CFP epoch at 112 px)",
     )
     p.add_argument(
         "--ema",
